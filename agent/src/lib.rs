@@ -1,0 +1,16 @@
+//! The connlog agent: the privileged daemon on an edge host.
+//!
+//! It watches the kernel's TCP handshakes with eBPF ([`probe`]), terminates
+//! mutual TLS for each configured listener ([`tls`]), joins both halves into one
+//! record per connection attempt and ships the records to a collector.
+//! `main.rs` only parses the command line and starts these parts.
+
+mod clock;
+mod conn_id;
+mod status;
+mod tuple;
+
+pub use clock::MonoNanos;
+pub use conn_id::ConnectionId;
+pub use status::{FailureCode, Status};
+pub use tuple::Tuple;

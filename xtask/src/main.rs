@@ -1,0 +1,46 @@
+//! `cargo xtask …`: everything a developer or CI runs, each step installing
+//! what it needs first.
+
+mod demo;
+mod setup;
+mod shell;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(about = "connlog developer tasks")]
+struct Args {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what this machine lacks: nightly rust-src, bpf-linker, Debian
+    /// and Python packages the tests use. Idempotent.
+    Setup,
+    /// Set up, build everything and show connlog working end to end.
+    Demo,
+    /// Set up, build everything, and run every test (as root: tests load eBPF
+    /// programs and create network namespaces).
+    Test {
+        /// Extra arguments passed to `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        cargo_args: Vec<String>,
+    },
+}
+
+fn main() {
+    let args = Args::parse();
+    let result: Result<()> = match args.task {
+        Task::Setup => setup::run(),
+        Task::Demo => demo::run(),
+        Task::Test { cargo_args } => test::run(&cargo_args),
+    };
+    if let Err(err) = result {
+        eprintln!("xtask: {err:#}");
+        std::process::exit(1);
+    }
+}
