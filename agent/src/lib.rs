@@ -6,6 +6,7 @@
 //! `main.rs` only parses the command line and starts these parts.
 
 mod clock;
+pub mod config;
 mod conn_id;
 mod status;
 mod tuple;
