@@ -83,7 +83,6 @@ impl Config {
 }
 
 /// What validation needs to know about where the file is.
-#[expect(dead_code, reason = "read once sections name files (issue 3)")]
 pub(crate) struct Ctx {
     base: PathBuf,
 }
