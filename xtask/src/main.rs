@@ -1,6 +1,7 @@
 //! `cargo xtask …`: everything a developer or CI runs, each step installing
 //! what it needs first.
 
+mod bench;
 mod demo;
 mod setup;
 mod shell;
@@ -21,6 +22,9 @@ enum Task {
     /// Install what this machine lacks: nightly rust-src, bpf-linker, Debian
     /// and Python packages the tests use. Idempotent.
     Setup,
+    /// Run a benchmark and print its comparison table.
+    #[command(subcommand)]
+    Bench(bench::Bench),
     /// Set up, build everything and show connlog working end to end.
     Demo,
     /// Set up, build everything, and run every test (as root: tests load eBPF
@@ -37,6 +41,7 @@ fn main() {
     let result: Result<()> = match args.task {
         Task::Setup => setup::run(),
         Task::Demo => demo::run(),
+        Task::Bench(b) => bench::run(b),
         Task::Test { cargo_args } => test::run(&cargo_args),
     };
     if let Err(err) = result {

@@ -1,0 +1,26 @@
+//! `cargo xtask bench <what>`: side-by-side comparisons in one run, printed
+//! as a table (numbers for `docs/benchmarks.md`). Benchmarks, not tests.
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// eBPF probe overhead: connect rate attached vs detached, per-program run time.
+    Kernel,
+    /// mTLS terminator: connlog vs nginx vs HAProxy.
+    Tls,
+    /// Records through joiner → exporter → gRPC → collector → file.
+    Pipeline,
+    /// Handshakes with and without a connection function.
+    Function,
+}
+
+pub fn run(bench: Bench) -> Result<()> {
+    crate::setup::run()?;
+    match bench {
+        Bench::Kernel | Bench::Tls | Bench::Pipeline | Bench::Function => {
+            bail!("bench {bench:?}: not implemented yet")
+        }
+    }
+}
