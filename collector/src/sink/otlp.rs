@@ -1,0 +1,60 @@
+//! OTLP forwarding: records as OpenTelemetry logs (SPEC.md section 6) to
+//! any OTLP/gRPC endpoint. A batch counts as written once the endpoint
+//! accepted it.
+
+use connlog_proto::export_request;
+use connlog_proto::v1::ConnectionRecord;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use super::SinkError;
+
+pub(crate) struct OtlpSink {
+    name: String,
+    client: Option<LogsServiceClient<Channel>>,
+    endpoint: String,
+    rt: tokio::runtime::Handle,
+}
+
+impl OtlpSink {
+    pub(crate) fn new(index: usize, endpoint: String, rt: tokio::runtime::Handle) -> Self {
+        Self {
+            name: format!("sink[{index}] (otlp {endpoint})"),
+            client: None,
+            endpoint,
+            rt,
+        }
+    }
+
+    fn err(&self, message: impl ToString) -> SinkError {
+        SinkError::Forward {
+            sink: self.name.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn write(&mut self, records: &[&ConnectionRecord]) -> Result<(), SinkError> {
+        let owned: Vec<ConnectionRecord> = records.iter().map(|r| (*r).clone()).collect();
+        let request = export_request("connlog-collector", &owned);
+        let mut client = match self.client.take() {
+            Some(c) => c,
+            None => {
+                let endpoint =
+                    Endpoint::from_shared(self.endpoint.clone()).map_err(|e| self.err(e))?;
+                LogsServiceClient::new(endpoint.connect_lazy())
+            }
+        };
+        let result = self.rt.block_on(client.export(request));
+        match result {
+            Ok(_) => {
+                self.client = Some(client);
+                Ok(())
+            }
+            Err(status) => Err(self.err(format!(
+                "export failed: {:?}: {}",
+                status.code(),
+                status.message()
+            ))),
+        }
+    }
+}
