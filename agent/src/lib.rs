@@ -8,6 +8,7 @@
 mod clock;
 pub mod config;
 mod conn_id;
+pub mod function;
 mod status;
 mod tuple;
 
