@@ -8,10 +8,13 @@
 mod clock;
 pub mod config;
 mod conn_id;
+pub mod function;
+pub mod probe;
 mod status;
 mod tuple;
 
 pub use clock::MonoNanos;
 pub use conn_id::ConnectionId;
+pub use probe::{TcpEvent, TcpFailureDetail};
 pub use status::{FailureCode, Status};
 pub use tuple::Tuple;

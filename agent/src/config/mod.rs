@@ -8,6 +8,7 @@
 
 mod error;
 mod export;
+mod function;
 mod listener;
 mod probe;
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 pub use error::ConfigError;
 pub use export::ExportConfig;
+pub use function::FunctionConfig;
 pub use listener::ListenerConfig;
 pub use probe::ProbeConfig;
 
@@ -87,7 +89,6 @@ pub(crate) struct Ctx {
     base: PathBuf,
 }
 
-#[expect(dead_code, reason = "used once sections name files (issue 3)")]
 impl Ctx {
     /// Resolves a path from the file against the file's directory.
     pub(crate) fn path(&self, p: &Path) -> PathBuf {
