@@ -8,6 +8,7 @@
 mod clock;
 pub mod config;
 mod conn_id;
+pub mod export;
 pub mod function;
 pub mod probe;
 mod status;

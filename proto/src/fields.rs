@@ -234,7 +234,7 @@ mod tests {
         assert_eq!(
             Field::ClientLeafCertValidity.value(&r),
             FieldValue::Text(Cow::Borrowed(
-                b"NotBefore=2025-06-05T23:28:21Z;NotAfter=2125-05-12T23:33:21Z".as_slice()
+                b"NotBefore=2025-06-05T23:28:21Z;NotAfter=2125-05-14T23:33:21Z".as_slice()
             ))
         );
         r.tls_handshake_duration_ms = Some(0);

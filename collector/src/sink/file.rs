@@ -142,7 +142,9 @@ impl FileSink {
         let temp = dir.join(format!(".{name}{}", self.temp_tag()));
         let file = OpenOptions::new()
             .create_new(true)
-            .write(true)
+            // Append: after a failed batch is cut off, the next write goes
+            // to the new end, not the old file position.
+            .append(true)
             .open(&temp)
             .map_err(|e| self.io_err(&temp, e))?;
         Ok(OpenFile {
