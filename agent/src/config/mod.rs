@@ -17,7 +17,9 @@ use serde::Deserialize;
 
 pub use error::ConfigError;
 pub use export::ExportConfig;
-pub use listener::ListenerConfig;
+pub use listener::{
+    AccessRules, KeyType, ListenerConfig, MtlsConfig, MtlsMode, SniCertificate, Tenant,
+};
 pub use probe::ProbeConfig;
 
 /// The whole validated configuration.
@@ -87,7 +89,6 @@ pub(crate) struct Ctx {
     base: PathBuf,
 }
 
-#[expect(dead_code, reason = "used once sections name files (issue 3)")]
 impl Ctx {
     /// Resolves a path from the file against the file's directory.
     pub(crate) fn path(&self, p: &Path) -> PathBuf {
