@@ -48,14 +48,14 @@ fn nightly_rust_src() -> Result<()> {
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
+    // `component add`, not `toolchain install`: the latter would update the
+    // preinstalled nightly, whose LLVM bpf-linker 0.10.4 is built against.
     shell::run(Command::new("rustup").args([
-        "toolchain",
-        "install",
-        "nightly",
-        "--profile",
-        "minimal",
-        "--component",
+        "component",
+        "add",
         "rust-src",
+        "--toolchain",
+        "nightly",
     ]))
 }
 

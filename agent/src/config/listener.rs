@@ -47,6 +47,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::function::{FunctionConfig, RawConnectionFunction};
 use super::{ConfigError, Ctx};
 
 #[derive(Debug, Clone)]
@@ -64,6 +65,7 @@ pub struct ListenerConfig {
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     pub mtls: MtlsConfig,
+    pub connection_function: Option<FunctionConfig>,
 }
 
 /// A server certificate for some SNI names.
@@ -142,6 +144,7 @@ pub(super) struct RawListener {
     handshake_timeout: Option<String>,
     idle_timeout: Option<String>,
     mtls: RawMtls,
+    connection_function: Option<RawConnectionFunction>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,6 +271,9 @@ impl RawListener {
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
         let mtls = self.mtls.validate(ctx, &key("mtls"))?;
+        let connection_function = (self.connection_function)
+            .map(|f| f.validate(ctx, &key("connection_function")))
+            .transpose()?;
         Ok(ListenerConfig {
             key_prefix: prefix,
             distribution_id: self.distribution_id,
@@ -281,6 +287,7 @@ impl RawListener {
             handshake_timeout,
             idle_timeout,
             mtls,
+            connection_function,
         })
     }
 }

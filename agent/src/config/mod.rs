@@ -8,6 +8,7 @@
 
 mod error;
 mod export;
+mod function;
 mod listener;
 mod probe;
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 pub use error::ConfigError;
 pub use export::ExportConfig;
+pub use function::FunctionConfig;
 pub use listener::{
     AccessRules, KeyType, ListenerConfig, MtlsConfig, MtlsMode, SniCertificate, Tenant,
 };

@@ -188,6 +188,13 @@ pub(crate) async fn handle(
                 custom_data,
                 Some(Failure::new(FailureCode::ConnectionFunctionError, reason)),
             ),
+            GateVerdict::Internal {
+                reason,
+                custom_data,
+            } => (
+                custom_data,
+                Some(Failure::new(FailureCode::Internal, reason)),
+            ),
         };
         out.custom_data = custom;
         if let Some(failure) = failure {

@@ -52,6 +52,12 @@ pub enum GateVerdict {
         reason: String,
         custom_data: Option<String>,
     },
+    /// connlog could not run the function (pool full, worker gone):
+    /// `Internal`.
+    Internal {
+        reason: String,
+        custom_data: Option<String>,
+    },
 }
 
 /// Boxed future returned by [`ConnectionGate::decide`].
