@@ -13,6 +13,7 @@ pub mod pki;
 mod tempdir;
 pub mod tlsclient;
 pub mod tlsfixture;
+pub mod upstream;
 
 pub use bins::bin_path;
 pub use netns::{Netns, Pair};
