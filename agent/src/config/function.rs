@@ -104,6 +104,8 @@ mod tests {
                 "agent.toml",
                 &format!(
                     "[[listener]]\ndistribution_id = \"E1\"\n\
+                     bind = [\"127.0.0.1:0\"]\ncert = \"s.pem\"\nkey = \"s.key\"\n\
+                     [listener.mtls]\nmode = \"passthrough\"\n\
                      [listener.connection_function]\n{function}\n"
                 ),
             );
