@@ -31,6 +31,7 @@
 
 mod cloudfront;
 mod engine;
+mod gate;
 mod info;
 mod kvs;
 mod limits;
@@ -41,6 +42,7 @@ use std::time::Duration;
 
 use crate::{FailureCode, Status};
 
+pub use gate::{for_listener, shared_pool};
 pub use info::{CertInfo, ConnectionInfo};
 pub use kvs::Kvs;
 pub use pool::{ConnectionFunction, FunctionPool, PoolCounters};

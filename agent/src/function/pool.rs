@@ -48,7 +48,7 @@ struct Job {
 
 /// Worker threads plus their queue. Cheap to clone; the threads exit when
 /// the last clone is dropped.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct FunctionPool {
     queue: SyncSender<Job>,
     counters: Arc<PoolCounters>,
@@ -113,7 +113,7 @@ impl FunctionPool {
 /// A listener's connection function: the pool plus the current program,
 /// which a reload swaps. Calls already queued finish with the program they
 /// started with.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ConnectionFunction {
     pool: FunctionPool,
     program: Arc<RwLock<Arc<Program>>>,
