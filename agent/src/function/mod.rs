@@ -30,6 +30,7 @@
 //! runtime after any limit, panics caught per call).
 
 mod cloudfront;
+mod counters;
 mod engine;
 mod gate;
 mod info;
@@ -42,10 +43,11 @@ use std::time::Duration;
 
 use crate::{FailureCode, Status};
 
+pub use counters::PoolCounters;
 pub use gate::{for_listener, shared_pool};
 pub use info::{CertInfo, ConnectionInfo};
 pub use kvs::Kvs;
-pub use pool::{ConnectionFunction, FunctionPool, PoolCounters};
+pub use pool::{ConnectionFunction, FunctionPool};
 pub use program::Program;
 
 /// What the function decided about one connection.

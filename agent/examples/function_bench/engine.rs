@@ -1,26 +1,13 @@
-//! Connection-function engine benchmark, run by `cargo xtask bench function`
-//! (release build): the KVS revocation function through the real pool,
-//! many calls in flight, reporting calls/s and execution-time percentiles.
-//! Prints one markdown table.
+//! The engine alone: the KVS revocation function through its own pool,
+//! many calls in flight, calls/s and execution-time percentiles.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::REVOCATION;
 use connlog_agent::function::{
     CertInfo, ConnectionFunction, ConnectionInfo, FunctionPool, Kvs, Program, Verdict,
 };
-
-const REVOCATION: &str = r#"import cf from 'cloudfront';
-async function connectionHandler(connection) {
-    const serial = connection.clientCertificate.certificates.leaf.serialNumber;
-    if (await cf.kvs().exists(serial)) {
-        connection.logCustomData('REVOKED:' + serial);
-        return connection.deny();
-    }
-    connection.logCustomData('OK:' + serial);
-    return connection.allow();
-}
-"#;
 
 const TRIVIAL: &str = "function connectionHandler(c) { c.allow(); }";
 
@@ -47,7 +34,7 @@ fn conn(i: u32) -> ConnectionInfo {
     }
 }
 
-struct Row {
+pub struct Row {
     name: &'static str,
     calls: usize,
     per_sec: f64,
@@ -107,12 +94,7 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
 }
 
-#[tokio::main]
-async fn main() {
-    let calls: u32 = std::env::var("BENCH_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50_000);
+pub async fn run(calls: u32) -> (usize, Vec<Row>) {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     // 10 000 revoked serials: every 5th benchmark client is revoked.
     let revoked: serde_json::Map<String, serde_json::Value> = (0..50_000u32)
@@ -134,19 +116,20 @@ async fn main() {
     // Warm every worker's engine cache.
     measure("warm-up", &revocation, 2_000, 64).await;
     measure("warm-up", &trivial, 2_000, 64).await;
-    let rows = [
+    let rows = vec![
         measure("allow() only", &trivial, calls, 64).await,
         measure("KVS revocation (10k keys)", &revocation, calls, 64).await,
     ];
-    println!(
-        "connection-function engine, {workers} workers, {calls} calls per row, 64 in flight, kvs {} bytes\n",
-        kvs_json.len()
-    );
+    (workers, rows)
+}
+
+pub fn print(workers: usize, calls: u32, rows: &[Row]) {
+    println!("Engine alone: {workers} workers, {calls} calls per row, 64 in flight\n");
     println!(
         "| function | calls | calls/s | exec p50 µs | exec p99 µs | round trip p50 µs | round trip p99 µs | denied |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
+    for r in rows {
         println!(
             "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             r.name,
