@@ -115,7 +115,8 @@ fn openssl_s_client_success_expired_and_tls10() -> Result<()> {
         ..LeafSpec::default()
     })?;
     write_leaf(&fx, "expired", &expired)?;
-    let out = s_client(&fx, true, &[], Some("expired"))?;
+    // `-ign_eof`: keep reading after stdin ends, until the server's alert.
+    let out = s_client(&fx, true, &["-ign_eof"], Some("expired"))?;
     let ev = fx.agent.event()?;
     assert_eq!(status(&ev), "Failed:ClientCertExpired", "{ev}");
     assert_leaf(&ev, &expired, "CN=connlog test root");
