@@ -5,17 +5,25 @@
 //! record per connection attempt and ships the records to a collector.
 //! `main.rs` only parses the command line and starts these parts.
 
+mod certinfo;
 mod clock;
 pub mod config;
 mod conn_id;
 pub mod export;
 pub mod function;
+pub mod join;
+mod policy;
+mod print;
 pub mod probe;
+mod proxy;
 mod status;
+pub mod tls;
 mod tuple;
 
 pub use clock::MonoNanos;
 pub use conn_id::ConnectionId;
+pub use print::print_json_line;
 pub use probe::{TcpEvent, TcpFailureDetail};
 pub use status::{FailureCode, Status};
+pub use tls::{ClientCertInfo, TlsOutcome};
 pub use tuple::Tuple;

@@ -1,8 +1,24 @@
 //! `connlog-agent`: parse the command line and config, start the parts,
 //! drain on SIGTERM.
 
-use anyhow::Result;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
 use clap::Parser;
+use connlog_agent::config::Config;
+use connlog_agent::export::Exporter;
+use connlog_agent::join::{self, JoinConfig, JoinStats};
+use connlog_agent::tls::Terminator;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// How long open connections may take to finish after SIGTERM.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// Outcomes buffered between the terminator and their consumer.
+const OUTCOME_CHANNEL: usize = 8192;
 
 /// connlog edge agent.
 #[derive(Debug, Parser)]
@@ -10,10 +26,108 @@ use clap::Parser;
 struct Args {
     /// Agent configuration (TOML).
     #[arg(long, short)]
-    config: Option<std::path::PathBuf>,
+    config: PathBuf,
+    /// Print every event (TLS outcomes, kernel events) as a JSON line on stdout.
+    #[arg(long)]
+    print_events: bool,
 }
 
-fn main() -> Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!("connlog-agent: nothing to run yet")
+fn main() {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    if let Err(err) = run(args) {
+        eprintln!("connlog-agent: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+#[tokio::main]
+async fn run(args: Args) -> Result<()> {
+    let config = Config::load(&args.config).context("loading config")?;
+    let terminator = Arc::new(Terminator::load(&config.listeners).context("loading TLS files")?);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
+    let shutdown = CancellationToken::new();
+    let running = terminator
+        .start(tx, shutdown.clone())
+        .await
+        .context("starting listeners")?;
+    // Records: terminator (+ probe) → joiner → exporter.
+    let (exporter, export) = Exporter::start(config.export.clone(), config.agent_id.clone());
+    let distributions = config
+        .listeners
+        .iter()
+        .flat_map(|l| l.bind.iter().map(|a| (a.port(), l.distribution_id.clone())))
+        .collect();
+    // The probe's TcpEvents go to `tcp_tx` once the probe runs in the agent;
+    // until then the joiner emits TLS outcomes without waiting.
+    let (tcp_tx, tcp_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
+    drop(tcp_tx);
+    let (join_tx, join_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
+    let join_cfg = JoinConfig::new(config.agent_id.clone(), false, distributions);
+    let joiner = tokio::spawn(join::run(
+        join_cfg,
+        tcp_rx,
+        join_rx,
+        Arc::new(JoinStats::default()),
+        move |record| export.send(record),
+    ));
+    let print = args.print_events;
+    let printer = tokio::spawn(async move {
+        while let Some(outcome) = rx.recv().await {
+            if print && let Err(e) = connlog_agent::print_json_line(&outcome) {
+                error!(error = %e, "printing events");
+            }
+            if join_tx.send(outcome).await.is_err() {
+                break;
+            }
+        }
+    });
+    info!("connlog-agent ready");
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match terminator.reload() {
+                Ok(()) => info!("reloaded certificates, trust stores and CRLs"),
+                Err(e) => error!(error = %e, "reload failed; keeping the previous configuration"),
+            },
+        }
+    }
+    info!("shutting down: no new connections");
+    let drained = running.shutdown(DRAIN_GRACE).await;
+    if !drained {
+        info!("drain deadline passed; closing the remaining connections");
+    }
+    drop(terminator);
+    // Outcomes of the drained connections are still printed and joined.
+    if tokio::time::timeout(Duration::from_secs(5), printer)
+        .await
+        .is_err()
+    {
+        info!("outcome printer did not finish");
+    }
+    if tokio::time::timeout(Duration::from_secs(5), joiner)
+        .await
+        .is_err()
+    {
+        error!("joiner did not finish; its pending records are lost");
+    }
+    let report = exporter.shutdown().await;
+    info!(
+        acked = report.acked,
+        not_sent = report.not_sent,
+        "exporter stopped"
+    );
+    Ok(())
 }

@@ -19,7 +19,9 @@ use serde::Deserialize;
 pub use error::ConfigError;
 pub use export::{ExportConfig, ExportProtocol, ExportTls};
 pub use function::FunctionConfig;
-pub use listener::ListenerConfig;
+pub use listener::{
+    AccessRules, KeyType, ListenerConfig, MtlsConfig, MtlsMode, SniCertificate, Tenant,
+};
 pub use probe::ProbeConfig;
 
 /// The whole validated configuration.

@@ -36,25 +36,33 @@ impl OtlpSink {
     pub(crate) fn write(&mut self, records: &[&ConnectionRecord]) -> Result<(), SinkError> {
         let owned: Vec<ConnectionRecord> = records.iter().map(|r| (*r).clone()).collect();
         let request = export_request("connlog-collector", &owned);
-        let mut client = match self.client.take() {
-            Some(c) => c,
-            None => {
-                let endpoint =
-                    Endpoint::from_shared(self.endpoint.clone()).map_err(|e| self.err(e))?;
-                LogsServiceClient::new(endpoint.connect_lazy())
+        let cached = self.client.take();
+        let endpoint = self.endpoint.clone();
+        // Channels are made inside the runtime: they spawn their
+        // connection task on it.
+        let result = self.rt.block_on(async move {
+            let mut client = match cached {
+                Some(c) => c,
+                None => {
+                    let ep = Endpoint::from_shared(endpoint).map_err(|e| e.to_string())?;
+                    LogsServiceClient::new(ep.connect_lazy())
+                }
+            };
+            match client.export(request).await {
+                Ok(_) => Ok(client),
+                Err(status) => Err(format!(
+                    "export failed: {:?}: {}",
+                    status.code(),
+                    status.message()
+                )),
             }
-        };
-        let result = self.rt.block_on(client.export(request));
+        });
         match result {
-            Ok(_) => {
+            Ok(client) => {
                 self.client = Some(client);
                 Ok(())
             }
-            Err(status) => Err(self.err(format!(
-                "export failed: {:?}: {}",
-                status.code(),
-                status.message()
-            ))),
+            Err(message) => Err(self.err(message)),
         }
     }
 }
