@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bin_path;
+use crate::{Netns, bin_path};
 
 pub struct CollectorProcess {
     child: Option<Child>,
+    /// Runs inside this namespace (`/run/netns/…`) when set.
+    netns: Option<PathBuf>,
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     config: PathBuf,
@@ -28,8 +30,17 @@ impl CollectorProcess {
     /// port followed by `rest` (sinks etc.; `{dir}` is replaced by the
     /// temporary directory), and starts the collector.
     pub fn start(rest: &str) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        Self::start_at(None, addr, rest)
+    }
+
+    /// Like [`start`](Self::start), inside `ns`, listening on `addr` there.
+    pub fn start_in(ns: &Netns, addr: SocketAddr, rest: &str) -> Result<Self> {
+        Self::start_at(Some(ns.path()), addr, rest)
+    }
+
+    fn start_at(netns: Option<PathBuf>, addr: SocketAddr, rest: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
         let rest = rest.replace("{dir}", &dir.path().display().to_string());
         let text = if rest.contains("[server]") {
             rest.replacen("[server]", &format!("[server]\nlisten = \"{addr}\""), 1)
@@ -40,6 +51,7 @@ impl CollectorProcess {
         std::fs::write(&config, text)?;
         let mut c = Self {
             child: None,
+            netns,
             dir,
             addr,
             config,
@@ -73,7 +85,17 @@ impl CollectorProcess {
         let log_path = self.dir.path().join(format!("stderr.{}", self.runs));
         self.runs += 1;
         let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(bin_path("connlog-collector"))
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display()))
+                    .arg("--")
+                    .arg(bin_path("connlog-collector"));
+                c
+            }
+            None => Command::new(bin_path("connlog-collector")),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "info")
