@@ -8,12 +8,14 @@
 mod clock;
 pub mod config;
 mod conn_id;
+mod print;
 pub mod probe;
 mod status;
 mod tuple;
 
 pub use clock::MonoNanos;
 pub use conn_id::ConnectionId;
-pub use probe::{TcpEvent, TcpFailureDetail};
+pub use print::print_event;
+pub use probe::{Probe, ProbeError, ProbeStats, TcpEvent, TcpFailureDetail};
 pub use status::{FailureCode, Status};
 pub use tuple::Tuple;
