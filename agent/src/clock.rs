@@ -4,7 +4,8 @@ use std::fmt;
 
 /// Nanoseconds of `CLOCK_MONOTONIC`: the clock of the kernel's
 /// `bpf_ktime_get_ns()`, so kernel and userspace timestamps compare directly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
+#[serde(transparent)]
 pub struct MonoNanos(pub u64);
 
 impl MonoNanos {

@@ -5,17 +5,23 @@
 //! record per connection attempt and ships the records to a collector.
 //! `main.rs` only parses the command line and starts these parts.
 
+mod certinfo;
 mod clock;
 pub mod config;
 mod conn_id;
+pub mod function;
+mod policy;
 mod print;
 pub mod probe;
+mod proxy;
 mod status;
+pub mod tls;
 mod tuple;
 
 pub use clock::MonoNanos;
 pub use conn_id::ConnectionId;
-pub use print::print_event;
+pub use print::print_json_line;
 pub use probe::{Probe, ProbeError, ProbeStats, TcpEvent, TcpFailureDetail};
 pub use status::{FailureCode, Status};
+pub use tls::{ClientCertInfo, TlsOutcome};
 pub use tuple::Tuple;

@@ -1,11 +1,23 @@
 //! `connlog-agent`: parse the command line and config, start the parts,
 //! drain on SIGTERM.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use clap::Parser;
 use connlog_agent::config::Config;
-use connlog_agent::{Probe, print_event};
+use connlog_agent::tls::Terminator;
+use connlog_agent::{Probe, print_json_line};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// How long open connections may take to finish after SIGTERM.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// Outcomes buffered between the terminator and their consumer.
+const OUTCOME_CHANNEL: usize = 8192;
 
 /// connlog edge agent.
 #[derive(Debug, Parser)]
@@ -13,9 +25,8 @@ use tokio::signal::unix::{SignalKind, signal};
 struct Args {
     /// Agent configuration (TOML).
     #[arg(long, short)]
-    config: Option<std::path::PathBuf>,
-    /// Print every event (kernel TcpEvents, TLS outcomes) as a JSON line on
-    /// stdout: a debugging aid.
+    config: PathBuf,
+    /// Print every event (TLS outcomes, kernel events) as a JSON line on stdout.
     #[arg(long)]
     print_events: bool,
 }
@@ -23,45 +34,96 @@ struct Args {
 fn main() {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
         .init();
-    let result = tokio::runtime::Runtime::new()
-        .context("starting the tokio runtime")
-        .and_then(|rt| rt.block_on(run(args)));
-    if let Err(err) = result {
+    if let Err(err) = run(args) {
         eprintln!("connlog-agent: {err:#}");
         std::process::exit(1);
     }
 }
 
+#[tokio::main]
 async fn run(args: Args) -> Result<()> {
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::parse("", std::path::Path::new("."))?,
-    };
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let config = Config::load(&args.config).context("loading config")?;
+    let terminator = Arc::new(Terminator::load(&config.listeners).context("loading TLS files")?);
+    let probe = start_probe(&config, args.print_events)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
+    let shutdown = CancellationToken::new();
+    let running = terminator
+        .start(tx, shutdown.clone())
+        .await
+        .context("starting listeners")?;
+    let print = args.print_events;
+    let printer = tokio::spawn(async move {
+        while let Some(outcome) = rx.recv().await {
+            if !print {
+                continue;
+            }
+            if let Err(e) = print_json_line(&outcome) {
+                error!(error = %e, "printing events");
+            }
+        }
+    });
+    info!("connlog-agent ready");
 
-    let (probe, mut tcp_events) =
-        Probe::start(&config.probe, &[]).context("starting the kernel probe")?;
-
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     loop {
         tokio::select! {
-            Some(event) = tcp_events.recv() => {
-                if args.print_events {
-                    print_event(&event).context("writing to stdout")?;
-                }
-            }
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match terminator.reload() {
+                Ok(()) => info!("reloaded certificates, trust stores and CRLs"),
+                Err(e) => error!(error = %e, "reload failed; keeping the previous configuration"),
+            },
         }
     }
-    tracing::info!(stats = ?probe.stats(), "shutting down");
-    drop(probe);
+    info!("shutting down: no new connections");
+    let drained = running.shutdown(DRAIN_GRACE).await;
+    if !drained {
+        info!("drain deadline passed; closing the remaining connections");
+    }
+    drop(terminator);
+    if let Some(probe) = probe {
+        info!(stats = ?probe.stats(), "detaching the kernel probe");
+        drop(probe);
+    }
+    // Outcomes of the drained connections are still printed.
+    if tokio::time::timeout(Duration::from_secs(1), printer)
+        .await
+        .is_err()
+    {
+        info!("outcome printer did not finish");
+    }
     Ok(())
+}
+
+/// Starts the kernel probe on the listeners' ports (plus `[probe] ports`);
+/// its events are printed with `--print-events` until the joiner consumes
+/// them.
+fn start_probe(config: &Config, print: bool) -> Result<Option<Probe>> {
+    if !config.probe.enabled {
+        return Ok(None);
+    }
+    let ports: Vec<u16> = config
+        .listeners
+        .iter()
+        .flat_map(|l| l.bind.iter().map(|a| a.port()))
+        .collect();
+    let (probe, mut events) =
+        Probe::start(&config.probe, &ports).context("starting the kernel probe")?;
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if print && let Err(e) = print_json_line(&event) {
+                error!(error = %e, "printing events");
+            }
+        }
+    });
+    Ok(Some(probe))
 }

@@ -1,16 +1,14 @@
-//! `--print-events`: every event as one JSON line on stdout, the debugging
-//! view of what the agent sees. The one place events are printed.
+//! `--print-events`: one JSON object per line on stdout, for debugging and
+//! for tests. Shared by every event source (TLS outcomes, kernel events).
 
-use std::io::Write;
+use std::io::Write as _;
 
-use serde::Serialize;
-
-/// Writes `event` as one JSON line to stdout and flushes, so a reader sees
-/// each event as it happens. A serialization or write error is returned,
-/// never a panic.
-pub fn print_event<T: Serialize>(event: &T) -> std::io::Result<()> {
+/// Writes `value` as one JSON line to stdout and flushes, so a reader sees
+/// each event as it happens. serde_json escapes every control character,
+/// so hostile certificate fields cannot break the line.
+pub fn print_json_line<T: serde::Serialize>(value: &T) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, event)?;
+    serde_json::to_writer(&mut out, value)?;
     out.write_all(b"\n")?;
     out.flush()
 }

@@ -39,7 +39,6 @@ impl ConfigError {
         }
     }
 
-    #[expect(dead_code, reason = "used once sections name files (issue 3)")]
     pub(crate) fn file(key: impl Into<String>, path: PathBuf, reason: impl ToString) -> Self {
         Self::File {
             key: key.into(),

@@ -8,6 +8,7 @@
 
 mod error;
 mod export;
+mod function;
 mod listener;
 mod probe;
 
@@ -17,7 +18,10 @@ use serde::Deserialize;
 
 pub use error::ConfigError;
 pub use export::ExportConfig;
-pub use listener::ListenerConfig;
+pub use function::FunctionConfig;
+pub use listener::{
+    AccessRules, KeyType, ListenerConfig, MtlsConfig, MtlsMode, SniCertificate, Tenant,
+};
 pub use probe::ProbeConfig;
 
 /// The whole validated configuration.
@@ -87,7 +91,6 @@ pub(crate) struct Ctx {
     base: PathBuf,
 }
 
-#[expect(dead_code, reason = "used once sections name files (issue 3)")]
 impl Ctx {
     /// Resolves a path from the file against the file's directory.
     pub(crate) fn path(&self, p: &Path) -> PathBuf {

@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! [probe]
+//! enabled = true                # default; false runs the agent without eBPF
 //! interfaces = ["lo", "eth0"]   # default: every interface that is up, loopback included
 //! ports = [8443]                # watched in addition to the listeners' ports
 //! syn_timeout = "3s"            # SYN without ESTABLISHED → TcpTimeout
@@ -18,6 +19,7 @@ use super::{ConfigError, Ctx};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeConfig {
+    pub enabled: bool,
     /// Interfaces the TC programs attach to; `None`: every interface that is
     /// up when the probe starts.
     pub interfaces: Option<Vec<String>>,
@@ -32,6 +34,7 @@ pub struct ProbeConfig {
 impl Default for ProbeConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             interfaces: None,
             ports: Vec::new(),
             syn_timeout: Duration::from_secs(3),
@@ -45,6 +48,7 @@ impl Default for ProbeConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawProbe {
+    enabled: Option<bool>,
     interfaces: Option<Vec<String>>,
     #[serde(default)]
     ports: Vec<u16>,
@@ -90,6 +94,7 @@ impl RawProbe {
             None => Ok(default),
         };
         Ok(ProbeConfig {
+            enabled: self.enabled.unwrap_or(true),
             interfaces: self.interfaces,
             ports: self.ports,
             syn_timeout,
@@ -136,10 +141,11 @@ mod tests {
     #[test]
     fn parses_every_key() {
         let p = probe(
-            "[probe]\ninterfaces = [\"lo\"]\nports = [8443]\nsyn_timeout = \"250ms\"\n\
+            "[probe]\nenabled = false\ninterfaces = [\"lo\"]\nports = [8443]\nsyn_timeout = \"250ms\"\n\
              ring_bytes = 8192\nmax_pending = 10\nchannel_capacity = 5\n",
         )
         .unwrap();
+        assert!(!p.enabled);
         assert_eq!(p.interfaces, Some(vec!["lo".to_string()]));
         assert_eq!(p.ports, [8443]);
         assert_eq!(p.syn_timeout, Duration::from_millis(250));

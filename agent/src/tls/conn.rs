@@ -1,0 +1,294 @@
+//! One accepted connection, from `accept()` to its outcome and, when
+//! accepted, to the proxy.
+//!
+//! Order of events: first byte → ClientHello (SNI, tenant) → handshake
+//! with certificate policy → [`gate`](super::gate) → outcome → proxy. The
+//! whole handshake, first byte included, is bounded by
+//! `handshake_timeout`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_rustls::LazyConfigAcceptor;
+use tracing::debug;
+
+use crate::config::MtlsMode;
+use crate::policy;
+use crate::proxy::{self, v2};
+use crate::{ConnectionId, FailureCode, MonoNanos, Status, Tuple, certinfo};
+
+use super::classify::{self, Failure};
+use super::counters::TlsCounters;
+use super::gate::{GateInput, GateVerdict};
+use super::negotiated;
+use super::outcome::{TlsOutcome, epoch_millis};
+use super::server::Listener;
+
+/// The gate's backstop time limit; the function engine enforces its own.
+const GATE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sends outcomes to the joiner without ever blocking a handshake.
+#[derive(Debug, Clone)]
+pub(crate) struct Sink {
+    pub(crate) tx: mpsc::Sender<TlsOutcome>,
+    pub(crate) counters: Arc<TlsCounters>,
+}
+
+impl Sink {
+    fn emit(&self, outcome: TlsOutcome) {
+        if self.tx.try_send(outcome).is_err() {
+            TlsCounters::inc(&self.counters.outcomes_dropped);
+        }
+    }
+}
+
+/// Drives one connection to its outcome, then proxies it if accepted.
+pub(crate) async fn handle(
+    listener: Arc<Listener>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    sink: Sink,
+) {
+    let accepted_at = MonoNanos::now();
+    let local = stream.local_addr().unwrap_or(peer);
+    let cookie = rustix::net::sockopt::socket_cookie(&stream).ok();
+    let state = listener.state();
+    let cfg = &listener.cfg;
+    let mut out = TlsOutcome {
+        connection_id: ConnectionId::generate(),
+        tuple: Tuple::new(peer, local),
+        cookie,
+        distribution_id: cfg.distribution_id.clone(),
+        tenant_id: None,
+        status: Status::Success,
+        detail: None,
+        accepted_at,
+        event_time: 0,
+        tls_protocol: None,
+        tls_cipher: None,
+        handshake_ms: None,
+        sni: None,
+        cert: None,
+        custom_data: None,
+    };
+    let _ = stream.set_nodelay(true);
+    let deadline = Instant::now() + cfg.handshake_timeout;
+    let fail = |out: &mut TlsOutcome, f: Failure, first_byte: Option<Instant>| {
+        out.status = Status::Failed(f.code);
+        out.detail = f.detail;
+        out.handshake_ms = first_byte.map(|t| millis(t.elapsed()));
+        out.event_time = epoch_millis();
+    };
+
+    // The first byte starts tlsHandshakeDuration.
+    if tokio::time::timeout_at(deadline, stream.readable())
+        .await
+        .is_err()
+    {
+        fail(
+            &mut out,
+            Failure::new(FailureCode::TcpTimeout, "no-client-hello"),
+            None,
+        );
+        return sink.emit(out);
+    }
+    let first_byte = Instant::now();
+
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = match tokio::time::timeout_at(deadline, acceptor).await {
+        Err(_) => {
+            fail(
+                &mut out,
+                Failure::new(FailureCode::TcpTimeout, "no-client-hello"),
+                Some(first_byte),
+            );
+            return sink.emit(out);
+        }
+        Ok(Err(e)) => {
+            fail(&mut out, classify::io_failure(&e), Some(first_byte));
+            return sink.emit(out);
+        }
+        Ok(Ok(start)) => start,
+    };
+    let hello = start.client_hello();
+    out.sni = hello.server_name().map(str::to_string);
+    out.tenant_id = state.tenant(out.sni.as_deref());
+    let expected = negotiated::expected(
+        &hello,
+        &state.server_config.crypto_provider().cipher_suites,
+        state.server_key_ecdsa(out.sni.as_deref()),
+    );
+
+    let handshake = start.into_stream(state.server_config.clone());
+    let (result, capture) = policy::capturing(tokio::time::timeout_at(deadline, handshake)).await;
+    out.cert = capture
+        .chain
+        .first()
+        .and_then(|leaf| certinfo::from_der(leaf));
+    let mut tls = match result {
+        Err(_) => {
+            fail(
+                &mut out,
+                Failure::new(FailureCode::TcpTimeout, "handshake-timeout"),
+                Some(first_byte),
+            );
+            return sink.emit(out);
+        }
+        Ok(Err(e)) => {
+            // The policy's own verdict is authoritative (SPEC.md precedence).
+            let failure = match capture.code {
+                Some(code) => Failure::new(code, e.to_string()),
+                None => classify::io_failure(&e),
+            };
+            if let Some((p, c)) = expected.filter(|_| is_certificate(failure.code)) {
+                out.tls_protocol = Some(p);
+                out.tls_cipher = Some(c);
+            }
+            debug!(client = %out.tuple.client, code = ?failure.code, detail = ?failure.detail, "handshake failed");
+            fail(&mut out, failure, Some(first_byte));
+            return sink.emit(out);
+        }
+        Ok(Ok(tls)) => tls,
+    };
+    out.handshake_ms = Some(millis(first_byte.elapsed()));
+    let chain: Vec<Vec<u8>> = {
+        let conn = tls.get_ref().1;
+        out.tls_protocol = conn.protocol_version().map(negotiated::protocol_name);
+        out.tls_cipher = conn
+            .negotiated_cipher_suite()
+            .map(|s| negotiated::cipher_name(s.suite()));
+        conn.peer_certificates()
+            .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
+            .unwrap_or_default()
+    };
+    if out.cert.is_none() {
+        out.cert = chain.first().and_then(|leaf| certinfo::from_der(leaf));
+    }
+
+    if let Some(gate) = &state.gate {
+        let verdict = decide(gate.as_ref(), &out, &chain).await;
+        let (custom, failure) = match verdict {
+            GateVerdict::Allow { custom_data } => (custom_data, None),
+            GateVerdict::Deny { custom_data } => (
+                custom_data,
+                Some(Failure {
+                    code: FailureCode::ConnectionFunctionDenied,
+                    detail: None,
+                }),
+            ),
+            GateVerdict::Error {
+                reason,
+                custom_data,
+            } => (
+                custom_data,
+                Some(Failure::new(FailureCode::ConnectionFunctionError, reason)),
+            ),
+            GateVerdict::Internal {
+                reason,
+                custom_data,
+            } => (
+                custom_data,
+                Some(Failure::new(FailureCode::Internal, reason)),
+            ),
+        };
+        out.custom_data = custom;
+        if let Some(failure) = failure {
+            out.status = Status::Failed(failure.code);
+            out.detail = failure.detail;
+            out.event_time = epoch_millis();
+            sink.emit(out);
+            let _ = tls.shutdown().await;
+            return;
+        }
+    }
+    out.event_time = epoch_millis();
+
+    let Some(upstream) = cfg.upstream.as_deref() else {
+        sink.emit(out);
+        let _ = tls.shutdown().await;
+        return;
+    };
+    let header = cfg.proxy_protocol.then(|| {
+        let leaf = chain.first().map(Vec::as_slice);
+        let cn = leaf
+            .and_then(|d| x509_parser::parse_x509_certificate(d).ok())
+            .and_then(|(_, c)| certinfo::common_names(c.subject()).into_iter().next());
+        v2::encode(&v2::ProxyInfo {
+            client: out.tuple.client,
+            server: out.tuple.server,
+            connection_id: out.connection_id.as_str(),
+            sni: out.sni.as_deref(),
+            tenant_id: out.tenant_id.as_deref(),
+            tls_version: out.tls_protocol.as_deref().unwrap_or(""),
+            cipher: out.tls_cipher.as_deref().unwrap_or(""),
+            cn: cn.as_deref(),
+            leaf_der: leaf,
+            verified: leaf.is_some() && cfg.mtls.mode != MtlsMode::Passthrough,
+        })
+    });
+    let (client, id) = (out.tuple.client, out.connection_id.clone());
+    sink.emit(out);
+    drop(chain);
+    drop(state);
+    match proxy::run(&mut tls, upstream, header, cfg.idle_timeout).await {
+        Ok(copied) => {
+            debug!(%client, %id, up = copied.a_to_b, down = copied.b_to_a, "proxied connection closed")
+        }
+        Err(err @ proxy::ProxyError::Connect { .. }) => {
+            TlsCounters::inc(&sink.counters.upstream_connect_failures);
+            debug!(%client, %id, error = %anyhow_chain(&err), "upstream unreachable");
+        }
+        Err(err) => {
+            TlsCounters::inc(&sink.counters.proxy_errors);
+            debug!(%client, %id, error = %anyhow_chain(&err), "proxy ended with an error");
+        }
+    }
+}
+
+async fn decide(
+    gate: &dyn super::ConnectionGate,
+    out: &TlsOutcome,
+    chain: &[Vec<u8>],
+) -> GateVerdict {
+    let input = GateInput {
+        connection_id: &out.connection_id,
+        client: out.tuple.client,
+        server: out.tuple.server,
+        distribution_id: &out.distribution_id,
+        tenant_id: out.tenant_id.as_deref(),
+        sni: out.sni.as_deref(),
+        leaf: out.cert.as_ref(),
+        chain,
+    };
+    match tokio::time::timeout(GATE_TIMEOUT, gate.decide(&input)).await {
+        Ok(v) => v,
+        Err(_) => GateVerdict::Error {
+            reason: "connection function timed out".into(),
+            custom_data: None,
+        },
+    }
+}
+
+fn is_certificate(code: FailureCode) -> bool {
+    code <= FailureCode::ClientCertRejected || code == FailureCode::ClientCertMissing
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn anyhow_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        cur = e.source();
+    }
+    s
+}
