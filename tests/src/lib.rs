@@ -1,11 +1,21 @@
 //! Shared helpers for connlog's end-to-end tests: throwaway network
-//! namespaces joined by veth, and the paths of the binaries under test.
+//! namespaces joined by veth, the paths of the binaries under test, a
+//! generated test PKI, a rustls test client and a harness for the agent.
 //!
 //! Tests use only 198.18.0.0/15 and fd00::/8 inside their own namespaces
 //! (and loopback), and clean up in `Drop`, also when they fail.
 
+pub mod agent;
 mod bins;
 mod netns;
+mod nssock;
+pub mod pki;
+mod tempdir;
+pub mod tlsclient;
+pub mod tlsfixture;
+pub mod upstream;
 
 pub use bins::bin_path;
 pub use netns::{Netns, Pair};
+pub use nssock::reset;
+pub use tempdir::TempDir;

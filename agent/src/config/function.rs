@@ -41,29 +41,35 @@ impl RawConnectionFunction {
     /// `key` is the section's dotted path, e.g. `listener[0].connection_function`.
     pub(super) fn validate(self, ctx: &Ctx, key: &str) -> Result<FunctionConfig, ConfigError> {
         let file = ctx.path(&self.file);
-        let file_key = format!("{key}.file");
-        let source =
-            read_capped(&file).map_err(|e| ConfigError::file(&file_key, file.clone(), e))?;
-        let (kvs_path, kvs) = match self.kvs {
-            Some(path) => {
-                let path = ctx.path(&path);
-                let kvs_key = format!("{key}.kvs");
-                let bytes =
-                    read_capped(&path).map_err(|e| ConfigError::file(&kvs_key, path.clone(), e))?;
-                let kvs = Kvs::from_json(&bytes)
-                    .map_err(|e| ConfigError::file(&kvs_key, path.clone(), e))?;
-                (Some(path), kvs)
-            }
-            None => (None, Kvs::default()),
-        };
-        let program = Program::new(&file.display().to_string(), source, kvs)
-            .map_err(|e| ConfigError::file(&file_key, file.clone(), e))?;
-        Ok(FunctionConfig {
-            file,
-            kvs: kvs_path,
-            program,
-        })
+        let kvs = self.kvs.map(|p| ctx.path(&p));
+        let program = load(&file, kvs.as_deref(), key)?;
+        Ok(FunctionConfig { file, kvs, program })
     }
+}
+
+impl FunctionConfig {
+    /// Reads and validates both files again (start of the terminator,
+    /// SIGHUP), so edits are picked up. On error the caller keeps the
+    /// program it has.
+    pub fn reload(&self, key: &str) -> Result<Arc<Program>, ConfigError> {
+        load(&self.file, self.kvs.as_deref(), key)
+    }
+}
+
+fn load(file: &Path, kvs: Option<&Path>, key: &str) -> Result<Arc<Program>, ConfigError> {
+    let file_key = format!("{key}.file");
+    let source = read_capped(file).map_err(|e| ConfigError::file(&file_key, file.into(), e))?;
+    let kvs = match kvs {
+        Some(path) => {
+            let kvs_key = format!("{key}.kvs");
+            let bytes =
+                read_capped(path).map_err(|e| ConfigError::file(&kvs_key, path.into(), e))?;
+            Kvs::from_json(&bytes).map_err(|e| ConfigError::file(&kvs_key, path.into(), e))?
+        }
+        None => Kvs::default(),
+    };
+    Program::new(&file.display().to_string(), source, kvs)
+        .map_err(|e| ConfigError::file(&file_key, file.into(), e))
 }
 
 fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {

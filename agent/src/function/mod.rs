@@ -30,7 +30,9 @@
 //! runtime after any limit, panics caught per call).
 
 mod cloudfront;
+mod counters;
 mod engine;
+mod gate;
 mod info;
 mod kvs;
 mod limits;
@@ -41,9 +43,11 @@ use std::time::Duration;
 
 use crate::{FailureCode, Status};
 
+pub use counters::PoolCounters;
+pub use gate::{for_listener, shared_pool};
 pub use info::{CertInfo, ConnectionInfo};
 pub use kvs::Kvs;
-pub use pool::{ConnectionFunction, FunctionPool, PoolCounters};
+pub use pool::{ConnectionFunction, FunctionPool};
 pub use program::Program;
 
 /// What the function decided about one connection.

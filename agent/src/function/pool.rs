@@ -7,7 +7,7 @@
 //! [`Program`], so a call costs the handler, not a compile.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::counters::PoolCounters;
 use super::engine::Engine;
 use super::{ConnectionInfo, FunctionResult, Program, Verdict};
 
@@ -24,22 +25,6 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// rest at DEBUG; all are counted).
 const WARN_EVERY: Duration = Duration::from_secs(1);
 
-/// What the pool did, for the agent's metrics. Every failure that is not the
-/// function's own verdict has its counter.
-#[derive(Debug, Default)]
-pub struct PoolCounters {
-    pub allowed: AtomicU64,
-    pub denied: AtomicU64,
-    /// Threw, or broke the time or memory limit.
-    pub errors: AtomicU64,
-    /// The queue was full: the connection failed as Internal.
-    pub queue_full: AtomicU64,
-    /// No reply in time, a worker panicked or could not compile.
-    pub internal: AtomicU64,
-    /// The caller was gone before a worker picked the job up.
-    pub abandoned: AtomicU64,
-}
-
 struct Job {
     program: Arc<Program>,
     conn: ConnectionInfo,
@@ -48,7 +33,7 @@ struct Job {
 
 /// Worker threads plus their queue. Cheap to clone; the threads exit when
 /// the last clone is dropped.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct FunctionPool {
     queue: SyncSender<Job>,
     counters: Arc<PoolCounters>,
@@ -113,7 +98,7 @@ impl FunctionPool {
 /// A listener's connection function: the pool plus the current program,
 /// which a reload swaps. Calls already queued finish with the program they
 /// started with.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ConnectionFunction {
     pool: FunctionPool,
     program: Arc<RwLock<Arc<Program>>>,
@@ -162,13 +147,7 @@ fn worker(rx: &Mutex<Receiver<Job>>, counters: &PoolCounters) {
         }
         // Drop engines of programs no listener uses any more.
         engines.retain(|e| Arc::strong_count(e.program()) > 1);
-        let started = Instant::now();
-        let (verdict, custom_data) = run_job(&mut engines, &job);
-        let result = FunctionResult {
-            verdict,
-            custom_data,
-            exec_time: started.elapsed(),
-        };
+        let result = run_job(&mut engines, &job);
         let counter = match &result.verdict {
             Verdict::Allow => &counters.allowed,
             Verdict::Deny => &counters.denied,
@@ -176,6 +155,7 @@ fn worker(rx: &Mutex<Receiver<Job>>, counters: &PoolCounters) {
             Verdict::Internal(_) => &counters.internal,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        counters.record_exec(result.exec_time);
         if let Some(reason) = result.detail() {
             let now = Instant::now();
             if last_warn.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
@@ -190,7 +170,14 @@ fn worker(rx: &Mutex<Receiver<Job>>, counters: &PoolCounters) {
     }
 }
 
-fn run_job(engines: &mut Vec<Engine>, job: &Job) -> (Verdict, Option<String>) {
+/// Runs `job` on its program's engine, compiling one first if this worker
+/// has none. `exec_time` covers the call only, not a compile.
+fn run_job(engines: &mut Vec<Engine>, job: &Job) -> FunctionResult {
+    let internal = |reason: String| FunctionResult {
+        verdict: Verdict::Internal(reason),
+        custom_data: None,
+        exec_time: Duration::ZERO,
+    };
     let index = match engines
         .iter()
         .position(|e| e.program().id() == job.program.id())
@@ -201,23 +188,27 @@ fn run_job(engines: &mut Vec<Engine>, job: &Job) -> (Verdict, Option<String>) {
                 engines.push(engine);
                 engines.len() - 1
             }
-            Err(e) => return (Verdict::Internal(format!("compiling function: {e}")), None),
+            Err(e) => return internal(format!("compiling function: {e}")),
         },
     };
     let engine = &engines[index];
-    match catch_unwind(AssertUnwindSafe(|| engine.run(&job.conn))) {
+    let started = Instant::now();
+    let outcome = catch_unwind(AssertUnwindSafe(|| engine.run(&job.conn)));
+    let exec_time = started.elapsed();
+    match outcome {
         Ok(outcome) => {
             if outcome.poisoned {
                 engines.swap_remove(index);
             }
-            (outcome.verdict, outcome.custom_data)
+            FunctionResult {
+                verdict: outcome.verdict,
+                custom_data: outcome.custom_data,
+                exec_time,
+            }
         }
         Err(_) => {
             engines.swap_remove(index);
-            (
-                Verdict::Internal("connection function engine panicked".into()),
-                None,
-            )
+            internal("connection function engine panicked".into())
         }
     }
 }

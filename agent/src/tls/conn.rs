@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -15,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_rustls::LazyConfigAcceptor;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::config::MtlsMode;
 use crate::policy;
@@ -85,8 +86,10 @@ pub(crate) async fn handle(
         out.event_time = epoch_millis();
     };
 
-    // The first byte starts tlsHandshakeDuration.
-    if tokio::time::timeout_at(deadline, stream.readable())
+    // The first byte starts tlsHandshakeDuration. `peek` waits for real
+    // data (or EOF / RST, which the acceptor then classifies).
+    let mut probe = [0u8; 1];
+    if tokio::time::timeout_at(deadline, stream.peek(&mut probe))
         .await
         .is_err()
     {
@@ -241,7 +244,16 @@ pub(crate) async fn handle(
         }
         Err(err @ proxy::ProxyError::Connect { .. }) => {
             TlsCounters::inc(&sink.counters.upstream_connect_failures);
-            debug!(%client, %id, error = %anyhow_chain(&err), "upstream unreachable");
+            // Operator action needed, but at most one line per 10 s.
+            if warn_allowed() {
+                let failures = sink
+                    .counters
+                    .upstream_connect_failures
+                    .load(Ordering::Relaxed);
+                warn!(%client, %id, failures, error = %anyhow_chain(&err), "upstream unreachable");
+            } else {
+                debug!(%client, %id, error = %anyhow_chain(&err), "upstream unreachable");
+            }
         }
         Err(err) => {
             TlsCounters::inc(&sink.counters.proxy_errors);
@@ -272,6 +284,17 @@ async fn decide(
             custom_data: None,
         },
     }
+}
+
+/// Rate limit for per-connection warnings: one per 10 s per process.
+fn warn_allowed() -> bool {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = MonoNanos::now().0 / 1_000_000_000;
+    let last = LAST.load(Ordering::Relaxed);
+    (last == 0 || now >= last + 10)
+        && LAST
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 fn is_certificate(code: FailureCode) -> bool {

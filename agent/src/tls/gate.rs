@@ -74,7 +74,7 @@ pub trait ConnectionGate: Send + Sync + std::fmt::Debug {
 /// every reload. The connection-function engine hooks in here: return
 /// `Some(gate)` when `[listener.connection_function]` is configured.
 pub fn for_listener(
-    _listener: &ListenerConfig,
+    listener: &ListenerConfig,
 ) -> Result<Option<Arc<dyn ConnectionGate>>, ConfigError> {
-    Ok(None)
+    crate::function::for_listener(listener)
 }

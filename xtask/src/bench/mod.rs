@@ -4,6 +4,8 @@
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
+mod function;
+
 #[derive(Debug, Subcommand)]
 pub enum Bench {
     /// eBPF probe overhead: connect rate attached vs detached, per-program run time.
@@ -19,7 +21,8 @@ pub enum Bench {
 pub fn run(bench: Bench) -> Result<()> {
     crate::setup::run()?;
     match bench {
-        Bench::Kernel | Bench::Tls | Bench::Pipeline | Bench::Function => {
+        Bench::Function => function::run(),
+        Bench::Kernel | Bench::Tls | Bench::Pipeline => {
             bail!("bench {bench:?}: not implemented yet")
         }
     }

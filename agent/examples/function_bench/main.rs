@@ -1,0 +1,67 @@
+//! `cargo xtask bench function` (release build): full mTLS handshakes/s
+//! through the real terminator with the KVS revocation function vs without,
+//! side by side in one run, the function's execution time under that load,
+//! then the engine alone. Prints markdown tables for docs/benchmarks.md.
+
+mod engine;
+mod handshakes;
+
+use std::time::Duration;
+
+/// The revocation function in the style of CloudFront's documentation.
+const REVOCATION: &str = r#"import cf from 'cloudfront';
+async function connectionHandler(connection) {
+    const serial = connection.clientCertificate.certificates.leaf.serialNumber;
+    if (await cf.kvs().exists(serial)) {
+        connection.logCustomData('REVOKED:' + serial);
+        return connection.deny();
+    }
+    connection.logCustomData('OK:' + serial);
+    return connection.allow();
+}
+"#;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds = env_or("BENCH_SECONDS", 5u64);
+    let concurrency = env_or("BENCH_CONCURRENCY", 16usize);
+    let calls = env_or("BENCH_CALLS", 50_000u32);
+
+    let rows = handshakes::run(seconds, concurrency).await?;
+    let pool = connlog_agent::function::shared_pool()?.counters();
+    let us = |p: f64| pool.exec_quantile(p).map_or(0, |d: Duration| d.as_micros());
+    println!(
+        "Full mTLS handshakes (TLS 1.3, P-256, no resumption), in-process terminator on \
+         loopback, {concurrency} concurrent clients, 2 × {seconds} s per row, alternating\n"
+    );
+    println!("| listener | handshakes | handshakes/s | relative | outcomes |");
+    println!("|---|---:|---:|---:|---|");
+    let base = rows[0].per_sec;
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.0} | {:.1} % | {} |",
+            r.name,
+            r.handshakes,
+            r.per_sec,
+            100.0 * r.per_sec / base,
+            r.statuses
+        );
+    }
+    println!(
+        "\nFunction execution time during the handshake rows (pool worker wall time, \
+         1 µs resolution): p50 {} µs, p99 {} µs\n",
+        us(0.50),
+        us(0.99)
+    );
+
+    let (workers, engine_rows) = engine::run(calls).await;
+    engine::print(workers, calls, &engine_rows);
+    Ok(())
+}
