@@ -115,6 +115,7 @@ fn start_probe(config: &Config, print: bool) -> Result<Option<Probe>> {
         .listeners
         .iter()
         .flat_map(|l| l.bind.iter().map(|a| a.port()))
+        .filter(|&port| port != 0)
         .collect();
     let (probe, mut events) =
         Probe::start(&config.probe, &ports).context("starting the kernel probe")?;
