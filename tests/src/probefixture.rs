@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -19,6 +20,8 @@ pub const PORT: u16 = 7443;
 pub struct ProbeFixture {
     pub agent: Agent,
     pub pair: Pair,
+    /// The agent's config file.
+    pub config: PathBuf,
     _dir: TempDir,
 }
 
@@ -35,6 +38,7 @@ impl ProbeFixture {
         Ok(Self {
             agent,
             pair,
+            config: path,
             _dir: dir,
         })
     }
