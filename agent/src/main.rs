@@ -11,6 +11,7 @@ use connlog_agent::config::Config;
 use connlog_agent::export::Exporter;
 use connlog_agent::join::{self, JoinConfig, JoinStats};
 use connlog_agent::tls::Terminator;
+use connlog_agent::{Probe, print_json_line};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -52,25 +53,17 @@ fn main() {
 async fn run(args: Args) -> Result<()> {
     let config = Config::load(&args.config).context("loading config")?;
     let terminator = Arc::new(Terminator::load(&config.listeners).context("loading TLS files")?);
-    let (tx, mut rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
-    let shutdown = CancellationToken::new();
-    let running = terminator
-        .start(tx, shutdown.clone())
-        .await
-        .context("starting listeners")?;
-    // Records: terminator (+ probe) → joiner → exporter.
+    // Records: probe + terminator → joiner → exporter.
     let (exporter, export) = Exporter::start(config.export.clone(), config.agent_id.clone());
+    let (tcp_tx, tcp_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
+    let probe = start_probe(&config, args.print_events, tcp_tx)?;
     let distributions = config
         .listeners
         .iter()
         .flat_map(|l| l.bind.iter().map(|a| (a.port(), l.distribution_id.clone())))
         .collect();
-    // The probe's TcpEvents go to `tcp_tx` once the probe runs in the agent;
-    // until then the joiner emits TLS outcomes without waiting.
-    let (tcp_tx, tcp_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
-    drop(tcp_tx);
     let (join_tx, join_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
-    let join_cfg = JoinConfig::new(config.agent_id.clone(), false, distributions);
+    let join_cfg = JoinConfig::new(config.agent_id.clone(), probe.is_some(), distributions);
     let joiner = tokio::spawn(join::run(
         join_cfg,
         tcp_rx,
@@ -78,10 +71,16 @@ async fn run(args: Args) -> Result<()> {
         Arc::new(JoinStats::default()),
         move |record| export.send(record),
     ));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
+    let shutdown = CancellationToken::new();
+    let running = terminator
+        .start(tx, shutdown.clone())
+        .await
+        .context("starting listeners")?;
     let print = args.print_events;
     let printer = tokio::spawn(async move {
         while let Some(outcome) = rx.recv().await {
-            if print && let Err(e) = connlog_agent::print_json_line(&outcome) {
+            if print && let Err(e) = print_json_line(&outcome) {
                 error!(error = %e, "printing events");
             }
             if join_tx.send(outcome).await.is_err() {
@@ -110,6 +109,10 @@ async fn run(args: Args) -> Result<()> {
         info!("drain deadline passed; closing the remaining connections");
     }
     drop(terminator);
+    if let Some(probe) = probe {
+        info!(stats = ?probe.stats(), "detaching the kernel probe");
+        drop(probe);
+    }
     // Outcomes of the drained connections are still printed and joined.
     if tokio::time::timeout(Duration::from_secs(5), printer)
         .await
@@ -130,4 +133,35 @@ async fn run(args: Args) -> Result<()> {
         "exporter stopped"
     );
     Ok(())
+}
+
+/// Starts the kernel probe on the listeners' ports (plus `[probe] ports`);
+/// its events are printed with `--print-events` and go to the joiner.
+fn start_probe(
+    config: &Config,
+    print: bool,
+    joiner: tokio::sync::mpsc::Sender<connlog_agent::TcpEvent>,
+) -> Result<Option<Probe>> {
+    if !config.probe.enabled {
+        return Ok(None);
+    }
+    let ports: Vec<u16> = config
+        .listeners
+        .iter()
+        .flat_map(|l| l.bind.iter().map(|a| a.port()))
+        .filter(|&port| port != 0)
+        .collect();
+    let (probe, mut events) =
+        Probe::start(&config.probe, &ports).context("starting the kernel probe")?;
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if print && let Err(e) = print_json_line(&event) {
+                error!(error = %e, "printing events");
+            }
+            if joiner.send(event).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(Some(probe))
 }

@@ -11,6 +11,7 @@ mod collector;
 mod netns;
 mod nssock;
 pub mod pki;
+pub mod probefixture;
 mod synth;
 mod synth_proc;
 mod tempdir;

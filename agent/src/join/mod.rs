@@ -48,8 +48,9 @@ impl JoinConfig {
     }
 }
 
-/// Runs until both inputs are closed, then emits what still waits and
-/// returns. `emit` receives every record exactly once.
+/// Runs until the TLS input is closed (the terminator has stopped), takes
+/// the kernel events already queued, emits what still waits and returns.
+/// `emit` receives every record exactly once.
 pub async fn run(
     cfg: JoinConfig,
     mut tcp: mpsc::Receiver<TcpEvent>,
@@ -66,7 +67,7 @@ pub async fn run(
     });
     let mut out = Vec::new();
     let (mut tcp_open, mut tls_open) = (true, true);
-    while tcp_open || tls_open {
+    while tls_open {
         let deadline = table.next_deadline();
         tokio::select! {
             ev = tcp.recv(), if tcp_open => match ev {
@@ -84,6 +85,9 @@ pub async fn run(
         for r in out.drain(..) {
             emit(r);
         }
+    }
+    while let Ok(ev) = tcp.try_recv() {
+        table.on_tcp(ev, Instant::now(), &mut out, &stats);
     }
     table.flush(&mut out, &stats);
     tracing::debug!(left = out.len(), "joiner flushed");
