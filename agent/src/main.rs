@@ -64,11 +64,13 @@ async fn run(args: Args) -> Result<()> {
         .collect();
     let (join_tx, join_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
     let join_cfg = JoinConfig::new(config.agent_id.clone(), probe.is_some(), distributions);
+    let join_stop = CancellationToken::new();
     let joiner = tokio::spawn(join::run(
         join_cfg,
         tcp_rx,
         join_rx,
         Arc::new(JoinStats::default()),
+        join_stop.clone(),
         move |record| export.send(record),
     ));
     let (tx, mut rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
@@ -120,6 +122,7 @@ async fn run(args: Args) -> Result<()> {
     {
         info!("outcome printer did not finish");
     }
+    join_stop.cancel();
     if tokio::time::timeout(Duration::from_secs(5), joiner)
         .await
         .is_err()
@@ -158,9 +161,8 @@ fn start_probe(
             if print && let Err(e) = print_json_line(&event) {
                 error!(error = %e, "printing events");
             }
-            if joiner.send(event).await.is_err() {
-                break;
-            }
+            // After shutdown the joiner is gone; events are still printed.
+            let _ = joiner.send(event).await;
         }
     });
     Ok(Some(probe))

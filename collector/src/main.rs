@@ -30,7 +30,13 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Live tail of the records a collector writes, with filters.
-    Observe(observe::ObserveArgs),
+    Observe(Box<observe::ObserveArgs>),
+    /// Benchmark baseline: sample records to JSON in one tight loop.
+    #[command(hide = true)]
+    BenchEncode {
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+    },
 }
 
 fn main() {
@@ -54,7 +60,11 @@ fn run(args: Args) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     match args.command {
-        Some(Command::Observe(o)) => rt.block_on(observe::run(o)),
+        Some(Command::Observe(o)) => rt.block_on(observe::run(*o)),
+        Some(Command::BenchEncode { count }) => {
+            format::bench_encode(count);
+            Ok(())
+        }
         None => {
             let path = args
                 .config

@@ -8,6 +8,7 @@
 
 mod fields;
 mod otlp;
+pub mod sample;
 mod status;
 mod time;
 

@@ -253,3 +253,157 @@ fn agent_sigterm_under_load_delivers_every_handled_connection() -> Result<()> {
     assert_eq!(out.len(), ids.len());
     Ok(())
 }
+
+/// Agent with the kernel probe and an mTLS listener, exporting to a
+/// collector in the server namespace.
+struct ProbeTls {
+    agent: connlog_tests::agent::Agent,
+    root: Ca,
+    pair: connlog_tests::Pair,
+    _dir: connlog_tests::TempDir,
+}
+
+fn start_with_probe(tag: &str) -> Result<(ProbeTls, CollectorProcess)> {
+    use connlog_tests::pki;
+    let pair = connlog_tests::Pair::new(tag)?;
+    let dir = connlog_tests::TempDir::new(tag)?;
+    let root = Ca::root("connlog test root")?;
+    let server = root.leaf(&LeafSpec {
+        subject: vec![(rcgen::DnType::CommonName, "edge.test".into())],
+        eku: vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth],
+        sans: vec![rcgen::SanType::DnsName("edge.test".try_into()?)],
+        ..LeafSpec::default()
+    })?;
+    pki::write(
+        dir.path(),
+        "server.pem",
+        &pki::pem("CERTIFICATE", &[&server.der]),
+    )?;
+    pki::write(
+        dir.path(),
+        "server.key",
+        &pki::pem("PRIVATE KEY", &[&server.key_pkcs8]),
+    )?;
+    pki::write(dir.path(), "ca.pem", &pki::pem("CERTIFICATE", &[&root.der]))?;
+    let config = format!(
+        "[agent]\nid = \"edge-{tag}\"\n\n\
+         [probe]\nsyn_timeout = \"1500ms\"\n\n\
+         [export]\nendpoint = \"http://{COLLECTOR}\"\nbatch_max_age_ms = 50\nbackoff_max_ms = 200\n\n\
+         [[listener]]\ndistribution_id = \"E2DX1SLDPK0123\"\n\
+         bind = [\"{}:{PORT}\", \"[{}]:{PORT}\"]\n\
+         cert = \"server.pem\"\nkey = \"server.key\"\n\
+         [listener.mtls]\nmode = \"required\"\ntrust_store = \"ca.pem\"\n",
+        pair.server_v4, pair.server_v6
+    );
+    let path = pki::write(dir.path(), "agent.toml", &config)?;
+    let agent = connlog_tests::agent::Agent::start(Some(&pair.server), &path)?;
+    agent.wait_log("probe attached")?;
+    let collector = CollectorProcess::start_in(
+        &pair.server,
+        COLLECTOR.parse()?,
+        "[[sink]]\ntype = \"file\"\nformat = \"json\"\ndir = \"{dir}/out\"\n\
+         fields = [\"connectionId\", \"connectionStatus\", \"clientIp\", \"clientPort\", \"distributionId\", \
+         \"tlsProtocol\", \"tcpHandshakeDuration\", \"synAckRetransmits\", \"tcpFailureDetail\"]\n",
+    )?;
+    Ok((
+        ProbeTls {
+            agent,
+            root,
+            pair,
+            _dir: dir,
+        },
+        collector,
+    ))
+}
+
+#[test]
+fn kernel_and_tls_halves_join_into_one_record_per_attempt_v4_and_v6() -> Result<()> {
+    let (mut fx, mut collector) = start_with_probe("pl-probe")?;
+    let good = fx.root.leaf(&LeafSpec::default())?;
+    let server = |v6: bool| SocketAddr::new(fx.pair.server_ip(v6), PORT);
+    let mut expected: Vec<(SocketAddr, &str, &str)> = Vec::new();
+    for v6 in [false, true] {
+        // A successful handshake: kernel and TLS halves in one record.
+        let tcp = fx.pair.client.connect(server(v6))?;
+        let tls = connlog_tests::tlsclient::handshake(tcp, &ClientSpec::with_leaf(&good))?;
+        expected.push((tls.sock.local_addr()?, "Success", "-"));
+        drop(tls);
+        // A raw SYN whose SYN-ACK the client kernel resets: kernel only.
+        let port = if v6 { 40124 } else { 40123 };
+        let (layer, dst) = if v6 {
+            ("IPv6", fx.pair.server_v6.to_string())
+        } else {
+            ("IP", fx.pair.server_v4.to_string())
+        };
+        let script = format!(
+            "from scapy.all import {layer}, TCP, send\n\
+             send({layer}(dst='{dst}')/TCP(sport={port}, dport={PORT}, flags='S', seq=1000000), verbose=0)\n"
+        );
+        let ok = fx
+            .pair
+            .client
+            .command("python3")
+            .args(["-c", &script])
+            .status()?
+            .success();
+        assert!(ok, "scapy");
+        expected.push((
+            SocketAddr::new(fx.pair.client_ip(v6), port),
+            "Failed:TcpError",
+            "client-rst-in-syn-recv",
+        ));
+    }
+    // The client's final ACKs are dropped: SYN-ACKs go unanswered.
+    let rules = format!(
+        "add table inet cl; add chain inet cl out {{ type filter hook output priority 0; }}; \
+         add rule inet cl out tcp dport {PORT} tcp flags == ack drop"
+    );
+    fx.pair.client.exec(&["nft", &rules])?;
+    let mut hanging = Vec::new();
+    for v6 in [false, true] {
+        let tcp = fx.pair.client.connect(server(v6))?;
+        expected.push((tcp.local_addr()?, "Failed:TcpTimeout", "syn-ack-unanswered"));
+        hanging.push(tcp);
+    }
+    std::thread::sleep(Duration::from_millis(3500));
+    fx.agent.signal("TERM")?;
+    let status = fx.agent.wait_exit(Duration::from_secs(20))?;
+    assert!(status.success(), "{status}");
+    drop(hanging);
+    assert_eq!(collector.terminate()?, 0);
+    let records = json_records(&collector.path().join("out"))?;
+    assert_eq!(
+        records.len(),
+        expected.len(),
+        "one record per attempt: {records:?}"
+    );
+    for (client, status, detail) in &expected {
+        let shown_ip = client.ip().to_canonical().to_string();
+        let port = client.port().to_string();
+        let matching: Vec<_> = records
+            .iter()
+            .filter(|r| {
+                r["clientIp"] == shown_ip && r["clientPort"].as_str() == Some(port.as_str())
+            })
+            .collect();
+        assert_eq!(matching.len(), 1, "{client} {status}: {records:?}");
+        let r = matching[0];
+        assert_eq!(r["connectionStatus"], *status, "{r:?}");
+        assert_eq!(r["tcpFailureDetail"], *detail, "{r:?}");
+        assert_eq!(r["distributionId"], "E2DX1SLDPK0123", "{r:?}");
+        if *status == "Success" {
+            assert_eq!(r["tlsProtocol"], "TLSv1.3", "{r:?}");
+            assert_eq!(r["synAckRetransmits"], "0", "{r:?}");
+            let us: u64 = r["tcpHandshakeDuration"]
+                .as_str()
+                .unwrap_or("x")
+                .parse()
+                .context("kernel field joined")?;
+            assert!(us < 1_000_000, "{r:?}");
+        } else {
+            assert_eq!(r["tlsProtocol"], "-", "{r:?}");
+            assert_ne!(r["synAckRetransmits"], "-", "{r:?}");
+        }
+    }
+    Ok(())
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 use connlog_proto::v1::ConnectionRecord;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
 
 use crate::probe::TcpEvent;
 use crate::tls::TlsOutcome;
@@ -48,14 +49,16 @@ impl JoinConfig {
     }
 }
 
-/// Runs until the TLS input is closed (the terminator has stopped), takes
-/// the kernel events already queued, emits what still waits and returns.
-/// `emit` receives every record exactly once.
+/// Runs until both inputs are closed, or `stop` is cancelled and the TLS
+/// input is closed (the terminator has stopped); then takes the kernel
+/// events already queued, emits what still waits and returns. `emit`
+/// receives every record exactly once.
 pub async fn run(
     cfg: JoinConfig,
     mut tcp: mpsc::Receiver<TcpEvent>,
     mut tls: mpsc::Receiver<TlsOutcome>,
     stats: Arc<JoinStats>,
+    stop: CancellationToken,
     mut emit: impl FnMut(ConnectionRecord),
 ) {
     let mut table = Table::new(Settings {
@@ -67,9 +70,12 @@ pub async fn run(
     });
     let mut out = Vec::new();
     let (mut tcp_open, mut tls_open) = (true, true);
-    while tls_open {
+    let mut stopping = false;
+    // Stopping ends the loop once the terminator's outcomes are all in.
+    while tls_open || (tcp_open && !stopping) {
         let deadline = table.next_deadline();
         tokio::select! {
+            () = stop.cancelled(), if !stopping => stopping = true,
             ev = tcp.recv(), if tcp_open => match ev {
                 Some(ev) => table.on_tcp(ev, Instant::now(), &mut out, &stats),
                 None => tcp_open = false,

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use connlog_proto::v1::{self, ConnectionRecord};
 use tokio::time::advance;
+use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::probe::TcpFailureDetail;
@@ -38,9 +39,14 @@ fn start(capacity: usize) -> Harness {
     );
     cfg.capacity = capacity;
     let sink = out.clone();
-    let task = tokio::spawn(run(cfg, tcp_rx, tls_rx, stats.clone(), move |r| {
-        sink.lock().unwrap().push(r)
-    }));
+    let task = tokio::spawn(run(
+        cfg,
+        tcp_rx,
+        tls_rx,
+        stats.clone(),
+        CancellationToken::new(),
+        move |r| sink.lock().unwrap().push(r),
+    ));
     Harness {
         tcp: Some(tcp_tx),
         tls: Some(tls_tx),
@@ -303,4 +309,47 @@ async fn shutdown_emits_waiting_outcomes() {
     let recs = h.close().await;
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].client_port, 40006);
+}
+
+#[tokio::test(start_paused = true)]
+async fn kernel_only_failures_flow_without_listeners_and_stop_ends_the_joiner() {
+    let (tcp_tx, tcp_rx) = mpsc::channel(16);
+    let (tls_tx, tls_rx) = mpsc::channel::<TlsOutcome>(16);
+    drop(tls_tx);
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let sink = out.clone();
+    let stop = CancellationToken::new();
+    let cfg = JoinConfig::new("edge-1".into(), true, HashMap::new());
+    let task = tokio::spawn(run(
+        cfg,
+        tcp_rx,
+        tls_rx,
+        Arc::new(JoinStats::default()),
+        stop.clone(),
+        move |r| sink.lock().unwrap().push(r),
+    ));
+    tcp_tx
+        .send(TcpEvent::Failed {
+            tuple: tuple(40010),
+            code: FailureCode::TcpError,
+            detail: TcpFailureDetail::ClientRstInSynRecv,
+            syn_at: None,
+            failed_at: MonoNanos::now(),
+            synack_retransmits: 0,
+            cookie: None,
+        })
+        .await
+        .unwrap();
+    settle().await;
+    assert_eq!(
+        out.lock().unwrap().len(),
+        1,
+        "still running with no TLS side"
+    );
+    assert!(!task.is_finished());
+    // The probe's sender is still alive; stop ends the joiner anyway.
+    stop.cancel();
+    settle().await;
+    assert!(task.is_finished());
+    drop(tcp_tx);
 }

@@ -94,5 +94,28 @@ impl Encoder {
     }
 }
 
+/// The pipeline benchmark's limit: sample records (successes, as the
+/// benchmark's joiner produces) encoded as JSON with the CloudFront fields
+/// in one tight loop on one core. Prints records per second.
+pub(crate) fn bench_encode(count: u64) {
+    let records: Vec<ConnectionRecord> = (0..count)
+        .map(|n| connlog_proto::sample::record("bench", "E2DX1SLDPK0123", n * 4))
+        .collect();
+    let encoder = Encoder::new(Format::Json, Field::cloudfront().to_vec(), "\t".into());
+    let mut out = Vec::with_capacity(1 << 20);
+    let mut bytes = 0usize;
+    let start = std::time::Instant::now();
+    for chunk in records.chunks(1000) {
+        encoder.encode(chunk, &mut out);
+        bytes += out.len();
+        out.clear();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{{\"records\":{count},\"bytes\":{bytes},\"secs\":{secs:.3},\"records_per_s\":{:.0}}}",
+        count as f64 / secs
+    );
+}
+
 #[cfg(test)]
 mod golden;

@@ -52,6 +52,14 @@ struct Args {
     key: Option<PathBuf>,
     #[arg(long)]
     domain: Option<String>,
+    /// Feed the records through the real joiner as TLS outcomes + kernel
+    /// `Established` events (random connection ids).
+    #[arg(long)]
+    through_joiner: bool,
+    /// With --rate 0: at most this many records accepted but not yet
+    /// acknowledged (closed-loop maximum throughput without drops).
+    #[arg(long, default_value_t = 200_000)]
+    window: u64,
 }
 
 fn main() -> Result<()> {
@@ -114,7 +122,17 @@ async fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let mut generated = 0u64;
     let tick = Duration::from_millis(10);
+    let joiner = args
+        .through_joiner
+        .then(|| joiner::start(handle.clone(), &args.agent_id));
     while generated < args.count && !stop.load(Ordering::Relaxed) {
+        if args.rate == 0 {
+            let acked = ExportStats::get(&stats.records_acked);
+            if generated.saturating_sub(acked) > args.window {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+        }
         // Produce what the rate allows so far, in 10 ms steps.
         let due = if args.rate == 0 {
             generated + 1000
@@ -123,7 +141,10 @@ async fn run(args: Args) -> Result<()> {
         };
         let due = due.min(args.count);
         while generated < due {
-            handle.send(synth_record(&args.agent_id, &args.distribution, generated));
+            match &joiner {
+                Some(j) => j.send(&args.distribution, generated).await,
+                None => handle.send(synth_record(&args.agent_id, &args.distribution, generated)),
+            }
             generated += 1;
         }
         if args.rate == 0 {
@@ -133,6 +154,9 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     drop(handle);
+    if let Some(j) = joiner {
+        j.finish().await;
+    }
     let report = exporter.shutdown().await;
     let line = serde_json::json!({
         "generated": generated,
@@ -144,7 +168,117 @@ async fn run(args: Args) -> Result<()> {
         "batches_resent": ExportStats::get(&stats.batches_resent),
         "connect_failures": ExportStats::get(&stats.connect_failures),
         "elapsed_ms": start.elapsed().as_millis() as u64,
+        "peak_rss_kib": peak_rss_kib(),
     });
     println!("{line}");
     Ok(())
+}
+
+/// VmHWM of this process, KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+mod joiner {
+    //! Synthetic TLS outcomes and kernel events through the real joiner.
+
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use connlog_agent::export::ExportHandle;
+    use connlog_agent::join::{self, JoinConfig, JoinStats};
+    use connlog_agent::{
+        ClientCertInfo, ConnectionId, MonoNanos, Status, TcpEvent, TlsOutcome, Tuple,
+    };
+    use tokio::sync::mpsc;
+
+    pub(crate) struct Joiner {
+        tcp: mpsc::Sender<TcpEvent>,
+        tls: mpsc::Sender<TlsOutcome>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    pub(crate) fn start(export: ExportHandle, agent_id: &str) -> Joiner {
+        let (tcp, tcp_rx) = mpsc::channel(4096);
+        let (tls, tls_rx) = mpsc::channel(4096);
+        let cfg = JoinConfig::new(agent_id.to_owned(), true, HashMap::new());
+        let task = tokio::spawn(join::run(
+            cfg,
+            tcp_rx,
+            tls_rx,
+            Arc::new(JoinStats::default()),
+            tokio_util::sync::CancellationToken::new(),
+            move |r| export.send(r),
+        ));
+        Joiner { tcp, tls, task }
+    }
+
+    impl Joiner {
+        pub(crate) async fn send(&self, distribution: &str, n: u64) {
+            let tuple = Tuple::new(
+                format!(
+                    "198.18.{}.{}:{}",
+                    (n >> 8) & 0xff,
+                    n & 0xff,
+                    1024 + n % 60_000
+                )
+                .parse()
+                .unwrap_or_else(|_| ([198, 18, 0, 2], 1024).into()),
+                ([198, 18, 0, 1], 443).into(),
+            );
+            let now = MonoNanos::now();
+            let _ = self
+                .tcp
+                .send(TcpEvent::Established {
+                    tuple,
+                    cookie: n + 1,
+                    syn_at: MonoNanos(now.0.saturating_sub(80_000)),
+                    established_at: now,
+                    synack_retransmits: 0,
+                })
+                .await;
+            let _ = self
+                .tls
+                .send(TlsOutcome {
+                    connection_id: ConnectionId::generate(),
+                    tuple,
+                    cookie: Some(n + 1),
+                    distribution_id: distribution.to_owned(),
+                    tenant_id: None,
+                    status: Status::Success,
+                    detail: None,
+                    accepted_at: now,
+                    event_time: connlog_agent::tls::epoch_millis(),
+                    tls_protocol: Some("TLSv1.3".into()),
+                    tls_cipher: Some("TLS_AES_128_GCM_SHA256".into()),
+                    handshake_ms: Some(3),
+                    sni: Some("edge.test".into()),
+                    cert: Some(ClientCertInfo {
+                        serial: "00:b1:43:ed:93:d2:d8:f3:9d".into(),
+                        subject: "C=US, O=Example, CN=client.test".into(),
+                        issuer: "C=US, O=Example, CN=Example CA".into(),
+                        validity: "NotBefore=2025-06-05T23:28:21Z;NotAfter=2125-05-12T23:28:21Z"
+                            .into(),
+                        sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+                            .into(),
+                        sans: "DNS:client.test".into(),
+                    }),
+                    custom_data: None,
+                })
+                .await;
+        }
+
+        pub(crate) async fn finish(self) {
+            drop(self.tcp);
+            drop(self.tls);
+            let _ = self.task.await;
+        }
+    }
 }

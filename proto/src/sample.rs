@@ -1,11 +1,12 @@
-//! Synthetic connection records, the same shape the agent produces.
+//! Sample connection records, the shape the agent produces: for tests,
+//! `connlog-synth` and the pipeline benchmark.
 
-use connlog_proto::v1::{ConnectionRecord, FailureCode, Status};
+use crate::v1::{ConnectionRecord, FailureCode, Status};
 
 /// Record number `n`: a mix of successes and failures, with
 /// `connectionId` = `<agent>-<n>` so tests can check exactly-once, and
 /// eventTimestamp = now (the bench measures latency from it).
-pub fn synth_record(agent_id: &str, distribution: &str, n: u64) -> ConnectionRecord {
+pub fn record(agent_id: &str, distribution: &str, n: u64) -> ConnectionRecord {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
