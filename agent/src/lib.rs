@@ -21,7 +21,7 @@ mod tuple;
 pub use clock::MonoNanos;
 pub use conn_id::ConnectionId;
 pub use print::print_json_line;
-pub use probe::{TcpEvent, TcpFailureDetail};
+pub use probe::{Probe, ProbeError, ProbeStats, TcpEvent, TcpFailureDetail};
 pub use status::{FailureCode, Status};
 pub use tls::{ClientCertInfo, TlsOutcome};
 pub use tuple::Tuple;

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use connlog_agent::config::Config;
 use connlog_agent::tls::Terminator;
+use connlog_agent::{Probe, print_json_line};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -50,6 +51,7 @@ fn main() {
 async fn run(args: Args) -> Result<()> {
     let config = Config::load(&args.config).context("loading config")?;
     let terminator = Arc::new(Terminator::load(&config.listeners).context("loading TLS files")?);
+    let probe = start_probe(&config, args.print_events)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
     let shutdown = CancellationToken::new();
     let running = terminator
@@ -62,7 +64,7 @@ async fn run(args: Args) -> Result<()> {
             if !print {
                 continue;
             }
-            if let Err(e) = connlog_agent::print_json_line(&outcome) {
+            if let Err(e) = print_json_line(&outcome) {
                 error!(error = %e, "printing events");
             }
         }
@@ -88,6 +90,10 @@ async fn run(args: Args) -> Result<()> {
         info!("drain deadline passed; closing the remaining connections");
     }
     drop(terminator);
+    if let Some(probe) = probe {
+        info!(stats = ?probe.stats(), "detaching the kernel probe");
+        drop(probe);
+    }
     // Outcomes of the drained connections are still printed.
     if tokio::time::timeout(Duration::from_secs(1), printer)
         .await
@@ -96,4 +102,29 @@ async fn run(args: Args) -> Result<()> {
         info!("outcome printer did not finish");
     }
     Ok(())
+}
+
+/// Starts the kernel probe on the listeners' ports (plus `[probe] ports`);
+/// its events are printed with `--print-events` until the joiner consumes
+/// them.
+fn start_probe(config: &Config, print: bool) -> Result<Option<Probe>> {
+    if !config.probe.enabled {
+        return Ok(None);
+    }
+    let ports: Vec<u16> = config
+        .listeners
+        .iter()
+        .flat_map(|l| l.bind.iter().map(|a| a.port()))
+        .filter(|&port| port != 0)
+        .collect();
+    let (probe, mut events) =
+        Probe::start(&config.probe, &ports).context("starting the kernel probe")?;
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if print && let Err(e) = print_json_line(&event) {
+                error!(error = %e, "printing events");
+            }
+        }
+    });
+    Ok(Some(probe))
 }

@@ -92,6 +92,11 @@ impl Agent {
             .map_err(|e| anyhow!("no event from the agent ({e}); log:\n{}", self.stderr()))
     }
 
+    /// The next printed event if one arrives within `wait`.
+    pub fn event_within(&self, wait: Duration) -> Option<serde_json::Value> {
+        self.events.recv_timeout(wait).ok()
+    }
+
     /// Whether no event arrives within `wait`.
     pub fn no_event_within(&self, wait: Duration) -> bool {
         matches!(

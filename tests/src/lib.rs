@@ -10,6 +10,7 @@ mod bins;
 mod netns;
 mod nssock;
 pub mod pki;
+pub mod probefixture;
 mod tempdir;
 pub mod tlsclient;
 pub mod tlsfixture;

@@ -30,7 +30,7 @@ fn config_error(
         &pem("PRIVATE KEY", &[&server.key_pkcs8]),
     )?;
     pki::write(dir.path(), "ca.pem", &pem("CERTIFICATE", &[&root.der]))?;
-    let mut text = "[[listener]]\ndistribution_id = \"E1\"\nbind = [\"127.0.0.1:0\"]\n\
+    let mut text = "[probe]\nenabled = false\n[[listener]]\ndistribution_id = \"E1\"\nbind = [\"127.0.0.1:0\"]\n\
                     cert = \"server.pem\"\nkey = \"server.key\"\n\
                     [listener.mtls]\nmode = \"required\"\ntrust_store = \"ca.pem\"\n"
         .to_string();
@@ -57,7 +57,7 @@ fn valid_config_starts() -> Result<()> {
         &pem("PRIVATE KEY", &[&server.key_pkcs8]),
     )?;
     pki::write(dir.path(), "ca.pem", &pem("CERTIFICATE", &[&root.der]))?;
-    let text = "[[listener]]\ndistribution_id = \"E1\"\nbind = [\"127.0.0.1:0\"]\n\
+    let text = "[probe]\nenabled = false\n[[listener]]\ndistribution_id = \"E1\"\nbind = [\"127.0.0.1:0\"]\n\
                 cert = \"server.pem\"\nkey = \"server.key\"\n\
                 [listener.mtls]\nmode = \"required\"\ntrust_store = \"ca.pem\"\n";
     let path = pki::write(dir.path(), "agent.toml", text)?;

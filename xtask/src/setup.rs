@@ -45,18 +45,24 @@ fn nightly_rust_src() -> Result<()> {
         "--installed",
     ]))
     .unwrap_or_default();
-    if installed.lines().any(|l| l.starts_with("rust-src")) {
-        return Ok(());
+    // rust-src for build-std; clippy for `.ci/run`'s lint of the kernel
+    // programs on their own target.
+    for component in ["rust-src", "clippy"] {
+        if installed.lines().any(|l| l.starts_with(component)) {
+            continue;
+        }
+        // `component add`, not `toolchain install`: the latter would update
+        // the preinstalled nightly, whose LLVM bpf-linker 0.10.4 is built
+        // against.
+        shell::run(Command::new("rustup").args([
+            "component",
+            "add",
+            component,
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
-    // `component add`, not `toolchain install`: the latter would update the
-    // preinstalled nightly, whose LLVM bpf-linker 0.10.4 is built against.
-    shell::run(Command::new("rustup").args([
-        "component",
-        "add",
-        "rust-src",
-        "--toolchain",
-        "nightly",
-    ]))
+    Ok(())
 }
 
 fn bpf_linker() -> Result<()> {

@@ -30,7 +30,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let seconds = env_or("BENCH_SECONDS", 5u64);
+    let seconds = env_or("BENCH_SECONDS", 3u64);
     let concurrency = env_or("BENCH_CONCURRENCY", 16usize);
     let calls = env_or("BENCH_CALLS", 50_000u32);
 
@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let us = |p: f64| pool.exec_quantile(p).map_or(0, |d: Duration| d.as_micros());
     println!(
         "Full mTLS handshakes (TLS 1.3, P-256, no resumption), in-process terminator on \
-         loopback, {concurrency} concurrent clients, 2 × {seconds} s per row, alternating\n"
+         loopback, {concurrency} concurrent clients, 4 × {seconds} s per row, interleaved ABBAABBA\n"
     );
     println!("| listener | handshakes | handshakes/s | relative | outcomes |");
     println!("|---|---:|---:|---:|---|");

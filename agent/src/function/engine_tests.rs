@@ -312,3 +312,17 @@ fn blocking_globals_are_absent() {
     let out = run(source, &conn(GOOD));
     assert_eq!(out.custom_data.as_deref(), Some("undefined,undefined"));
 }
+
+#[test]
+fn deep_recursion_is_an_error_not_a_crash() {
+    let source = "function f(n) { return f(n + 1) + 1; }\n\
+        function connectionHandler(c) { f(0); c.allow(); }";
+    let out = run(source, &conn(GOOD));
+    assert_eq!(
+        out.verdict,
+        Verdict::Error(
+            "uncaught exception: RangeError: Maximum call stack size exceeded at connection-function.js:1:29"
+                .into()
+        )
+    );
+}

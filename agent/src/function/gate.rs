@@ -10,9 +10,10 @@ use crate::tls::{ConnectionGate, GateFuture, GateInput, GateVerdict};
 
 use super::{CertInfo, ConnectionFunction, ConnectionInfo, FunctionPool, FunctionResult, Verdict};
 
-/// Jobs waiting for a worker before connections fail as Internal. With the
-/// 5 ms limit and two workers a full queue drains in well under a second.
-const QUEUE_BOUND: usize = 256;
+/// Jobs waiting for a worker before connections fail as Internal. Even if
+/// every queued function ran into the 5 ms limit, two workers drain a full
+/// queue in 320 ms, within the pool's 500 ms reply timeout.
+const QUEUE_BOUND: usize = 128;
 
 static POOL: OnceLock<FunctionPool> = OnceLock::new();
 

@@ -19,8 +19,11 @@ use super::counters::PoolCounters;
 use super::engine::Engine;
 use super::{ConnectionInfo, FunctionResult, Program, Verdict};
 
-/// How long a caller waits for a queued job before failing it as Internal.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a caller waits for a queued job before failing it as Internal
+/// (below the terminator's 1 s backstop around the whole gate, so a stuck
+/// queue reads as Internal, not as the function's error). A job whose caller
+/// gave up is skipped, not run.
+const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
 /// Function failures are logged at WARN at most this often per worker (the
 /// rest at DEBUG; all are counted).
 const WARN_EVERY: Duration = Duration::from_secs(1);

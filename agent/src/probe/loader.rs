@@ -1,0 +1,170 @@
+//! Loading the kernel object, filling its globals and maps, attaching every
+//! program. Everything attached is owned by [`Loaded`]: dropping it detaches.
+
+use std::path::Path;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{BtfTracePoint, SchedClassifier, TcAttachType};
+use aya::{Ebpf, EbpfLoader};
+use connlog_common::names;
+
+use super::btf::Btf;
+use super::kernel::{self, KernelFacts};
+use super::{ProbeError, checks};
+use crate::config::ProbeConfig;
+
+/// The object built by `build.rs` (aya-build → OUT_DIR/connlog-ebpf).
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/connlog-ebpf"));
+
+/// tp_btf programs and the tracepoints they attach to.
+const TRACEPOINTS: [(&str, &str); 4] = [
+    ("connlog_set_state", "inet_sock_set_state"),
+    ("connlog_receive_reset", "tcp_receive_reset"),
+    ("connlog_send_reset", "tcp_send_reset"),
+    ("connlog_kfree_skb", "kfree_skb"),
+];
+pub(crate) const TC_INGRESS: &str = "connlog_tc_ingress";
+pub(crate) const TC_EGRESS: &str = "connlog_tc_egress";
+
+pub(crate) struct Loaded {
+    pub(crate) ebpf: Ebpf,
+    pub(crate) interfaces: Vec<String>,
+}
+
+/// Checks the host, then loads the object with this kernel's facts. The
+/// programs are not attached yet.
+pub(crate) fn open(config: &ProbeConfig) -> Result<(Ebpf, KernelFacts), ProbeError> {
+    checks::capabilities()?;
+    let btf = Btf::parse(checks::btf(Path::new(checks::VMLINUX_BTF))?)?;
+    let facts = kernel::facts(&btf)?;
+    let ebpf = EbpfLoader::new()
+        .override_global(names::GLOBALS, &facts.globals, true)
+        .map_max_entries(names::EVENTS, config.ring_bytes)
+        .load(OBJECT)
+        .map_err(ProbeError::Load)?;
+    Ok((ebpf, facts))
+}
+
+/// Fills the port set.
+pub(crate) fn set_ports(ebpf: &mut Ebpf, ports: &[u16]) -> Result<(), ProbeError> {
+    let map = ebpf.map_mut(names::PORTS).ok_or(ProbeError::Map {
+        what: "PORTS",
+        source: aya::maps::MapError::InvalidName {
+            name: names::PORTS.into(),
+        },
+    })?;
+    let mut map: BpfHashMap<_, u16, u8> =
+        BpfHashMap::try_from(map).map_err(|source| ProbeError::Map {
+            what: "PORTS",
+            source,
+        })?;
+    for &port in ports {
+        map.insert(port, 1, 0).map_err(|source| ProbeError::Map {
+            what: "PORTS",
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+pub(crate) fn load(
+    config: &ProbeConfig,
+    ports: &[u16],
+) -> Result<(Loaded, KernelFacts), ProbeError> {
+    let interfaces = checks::interfaces(config.interfaces.as_deref())?;
+    let (mut ebpf, facts) = open(config)?;
+    set_ports(&mut ebpf, ports)?;
+    let btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Tracepoint {
+        name: "btf",
+        reason: e.to_string(),
+    })?;
+    for (program, tracepoint) in TRACEPOINTS {
+        let what = || format!("attaching {program} to tp_btf/{tracepoint}");
+        let prog: &mut BtfTracePoint =
+            program_mut(&mut ebpf, program)?
+                .try_into()
+                .map_err(|source| ProbeError::Program {
+                    what: what(),
+                    source,
+                })?;
+        prog.load(tracepoint, &btf)
+            .map_err(|source| ProbeError::Program {
+                what: what(),
+                source,
+            })?;
+        prog.attach().map_err(|source| ProbeError::Program {
+            what: what(),
+            source,
+        })?;
+    }
+    for (program, dir) in [
+        (TC_INGRESS, TcAttachType::Ingress),
+        (TC_EGRESS, TcAttachType::Egress),
+    ] {
+        let prog: &mut SchedClassifier =
+            program_mut(&mut ebpf, program)?
+                .try_into()
+                .map_err(|source| ProbeError::Program {
+                    what: program.into(),
+                    source,
+                })?;
+        prog.load().map_err(|source| ProbeError::Program {
+            what: format!("loading {program}"),
+            source,
+        })?;
+        for iface in &interfaces {
+            prog.attach(iface, dir)
+                .map_err(|source| ProbeError::Program {
+                    what: format!("attaching {program} to {iface}"),
+                    source,
+                })?;
+        }
+    }
+    Ok((Loaded { ebpf, interfaces }, facts))
+}
+
+pub(crate) fn program_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<&'a mut aya::programs::Program, ProbeError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| ProbeError::Tracepoint {
+            name: "object",
+            reason: format!("program {name} missing from the kernel object"),
+        })
+}
+
+impl Loaded {
+    pub(crate) fn take_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        take_ring(&mut self.ebpf)
+    }
+
+    /// Sum over CPUs of the ring-full counter.
+    pub(crate) fn ring_full(&self) -> u64 {
+        ring_full(&self.ebpf)
+    }
+}
+
+pub(crate) fn take_ring(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, ProbeError> {
+    let map = ebpf.take_map(names::EVENTS).ok_or(ProbeError::Map {
+        what: "EVENTS",
+        source: aya::maps::MapError::InvalidName {
+            name: names::EVENTS.into(),
+        },
+    })?;
+    RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+        what: "EVENTS",
+        source,
+    })
+}
+
+pub(crate) fn ring_full(ebpf: &Ebpf) -> u64 {
+    let Some(map) = ebpf.map(names::RING_FULL) else {
+        return 0;
+    };
+    let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {
+        return 0;
+    };
+    array.get(&0, 0).map_or(0, |per_cpu| per_cpu.iter().sum())
+}

@@ -1,0 +1,227 @@
+//! The kernel probe end to end (issue 2, tests 1–8): a real agent in the
+//! server namespace, real handshakes from the client namespace, exact
+//! TcpEvents on `--print-events`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Result;
+use connlog_tests::probefixture::{PORT, ProbeFixture, cookie, shown, tuple};
+use serde_json::Value;
+
+const QUIET: Duration = Duration::from_millis(400);
+const WITHIN: Duration = Duration::from_secs(5);
+
+fn u64_of(ev: &Value, key: &str) -> u64 {
+    ev[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {ev}"))
+}
+
+/// Test 1 / 6: one Established whose cookie is the accepted socket's.
+fn established(tag: &str, v6: bool) -> Result<()> {
+    let fx = ProbeFixture::start(tag, "3s", "")?;
+    let listener = fx.listen(v6, PORT)?;
+    let client = fx.connect(v6, PORT)?;
+    let (accepted, _) = listener.accept()?;
+    let evs = fx.exactly(1, WITHIN, QUIET)?;
+    let ev = &evs[0];
+    assert_eq!(ev["event"], "established", "{ev}");
+    assert_eq!(
+        tuple(ev),
+        (shown(client.local_addr()?), shown(accepted.local_addr()?))
+    );
+    assert_eq!(u64_of(ev, "cookie"), cookie(&accepted)?);
+    assert!(u64_of(ev, "syn_at") < u64_of(ev, "established_at"), "{ev}");
+    assert_eq!(u64_of(ev, "synack_retransmits"), 0);
+    Ok(())
+}
+
+#[test]
+fn connect_gives_one_established_with_the_accepted_cookie() -> Result<()> {
+    established("pr-est4", false)
+}
+
+#[test]
+fn connect_v6_gives_one_established_with_the_accepted_cookie() -> Result<()> {
+    established("pr-est6", true)
+}
+
+/// Test 2 / 6: the client's final ACK never arrives.
+fn syn_ack_unanswered(tag: &str, v6: bool) -> Result<()> {
+    let fx = ProbeFixture::start(tag, "1500ms", "")?;
+    let _listener = fx.listen(v6, PORT)?;
+    fx.drop_client_pure_acks()?;
+    // The client believes it is connected; the server stays in SYN_RECV and
+    // re-sends its SYN-ACK after 1 s.
+    let client = fx.connect(v6, PORT)?;
+    let evs = fx.exactly(1, WITHIN, Duration::from_millis(1200))?;
+    let ev = &evs[0];
+    assert_eq!(ev["event"], "failed", "{ev}");
+    assert_eq!(ev["code"], "TcpTimeout");
+    assert_eq!(ev["detail"], "syn-ack-unanswered");
+    assert_eq!(tuple(ev).0, shown(client.local_addr()?));
+    assert!(u64_of(ev, "synack_retransmits") >= 1, "{ev}");
+    assert!(
+        u64_of(ev, "failed_at") - u64_of(ev, "syn_at") >= 1_500_000_000,
+        "{ev}"
+    );
+    assert_eq!(ev["cookie"], Value::Null);
+    Ok(())
+}
+
+#[test]
+fn unanswered_syn_ack_gives_one_timeout() -> Result<()> {
+    syn_ack_unanswered("pr-to4", false)
+}
+
+#[test]
+fn unanswered_syn_ack_v6_gives_one_timeout() -> Result<()> {
+    syn_ack_unanswered("pr-to6", true)
+}
+
+/// Test 3 / 6: a raw SYN; the client kernel resets the SYN-ACK.
+fn client_rst_in_syn_recv(tag: &str, v6: bool) -> Result<()> {
+    let fx = ProbeFixture::start(tag, "3s", "")?;
+    let _listener = fx.listen(v6, PORT)?;
+    fx.scapy_syn(v6, 40123, 1_000_000)?;
+    let evs = fx.exactly(1, WITHIN, QUIET)?;
+    let ev = &evs[0];
+    assert_eq!(ev["event"], "failed", "{ev}");
+    assert_eq!(ev["code"], "TcpError");
+    assert_eq!(ev["detail"], "client-rst-in-syn-recv");
+    let client = std::net::SocketAddr::new(fx.pair.client_ip(v6), 40123);
+    assert_eq!(tuple(ev), (shown(client), shown(fx.server_addr(v6, PORT))));
+    assert_eq!(u64_of(ev, "synack_retransmits"), 0);
+    assert!(u64_of(ev, "syn_at") < u64_of(ev, "failed_at"));
+    Ok(())
+}
+
+#[test]
+fn client_rst_in_syn_recv_is_tcp_error() -> Result<()> {
+    client_rst_in_syn_recv("pr-rst4", false)
+}
+
+#[test]
+fn client_rst_in_syn_recv_v6_is_tcp_error() -> Result<()> {
+    client_rst_in_syn_recv("pr-rst6", true)
+}
+
+/// Test 4: backlog 1 holds two connections; the third final ACK overflows.
+#[test]
+fn accept_queue_overflow_is_tcp_error() -> Result<()> {
+    let fx = ProbeFixture::start("pr-ovf", "5s", "")?;
+    let listener = fx.listen(false, PORT)?;
+    rustix::net::listen(&listener, 1)?;
+    fx.drop_client_pure_acks()?;
+    // Data segments carry PSH|ACK, so they pass the rule and complete the
+    // handshake on the server.
+    let mut a = fx.connect(false, PORT)?;
+    a.write_all(b"a")?;
+    let first = fx.exactly(1, WITHIN, Duration::ZERO)?;
+    assert_eq!(first[0]["event"], "established", "{:?}", first);
+    let mut b = fx.connect(false, PORT)?;
+    let mut c = fx.connect(false, PORT)?;
+    c.write_all(b"c")?;
+    let second = fx.exactly(1, WITHIN, Duration::ZERO)?;
+    assert_eq!(second[0]["event"], "established");
+    assert_eq!(tuple(&second[0]).0, shown(c.local_addr()?));
+    b.write_all(b"b")?;
+    let evs = fx.exactly(1, WITHIN, QUIET)?;
+    let ev = &evs[0];
+    assert_eq!(ev["event"], "failed", "{ev}");
+    assert_eq!(ev["code"], "TcpError");
+    assert_eq!(ev["detail"], "accept-queue-overflow");
+    assert_eq!(tuple(ev).0, shown(b.local_addr()?));
+    Ok(())
+}
+
+/// Test 5: an RST right after the handshake, before any byte.
+#[test]
+fn client_reset_after_handshake_is_visible_with_the_cookie() -> Result<()> {
+    let fx = ProbeFixture::start("pr-rstest", "3s", "")?;
+    let listener = fx.listen(false, PORT)?;
+    let client = fx.connect(false, PORT)?;
+    let (accepted, _) = listener.accept()?;
+    let expected = cookie(&accepted)?;
+    let client_addr = shown(client.local_addr()?);
+    connlog_tests::reset(client)?;
+    let evs = fx.exactly(2, WITHIN, QUIET)?;
+    assert_eq!(evs[0]["event"], "established", "{evs:?}");
+    assert_eq!(evs[1]["event"], "reset", "{evs:?}");
+    for ev in &evs {
+        assert_eq!(u64_of(ev, "cookie"), expected, "{ev}");
+        assert_eq!(tuple(ev).0, client_addr);
+    }
+    assert!(u64_of(&evs[1], "at") > u64_of(&evs[0], "established_at"));
+    Ok(())
+}
+
+/// Test 7: ports the agent does not watch give nothing, with or without a
+/// listener; the watched port right after gives exactly its event.
+#[test]
+fn unwatched_ports_give_no_events() -> Result<()> {
+    let fx = ProbeFixture::start("pr-unw", "3s", "")?;
+    let other = fx.listen(false, PORT + 1)?;
+    let _c = fx.connect(false, PORT + 1)?;
+    let _a = other.accept()?;
+    assert!(fx.connect(false, PORT + 2).is_err(), "no listener: refused");
+    assert!(fx.events_until_quiet(Duration::from_millis(600)).is_empty());
+
+    let listener = fx.listen(false, PORT)?;
+    let _c = fx.connect(false, PORT)?;
+    let _a = listener.accept()?;
+    let evs = fx.exactly(1, WITHIN, QUIET)?;
+    assert_eq!(evs[0]["event"], "established");
+    Ok(())
+}
+
+/// Tracepoints are global: traffic on the same port in another namespace
+/// must not reach this agent.
+#[test]
+fn other_namespaces_are_not_reported() -> Result<()> {
+    let fx = ProbeFixture::start("pr-ns", "3s", "")?;
+    let elsewhere = connlog_tests::Pair::new("pr-ns2")?;
+    let addr = std::net::SocketAddr::new(elsewhere.server_v4.into(), PORT);
+    let listener = elsewhere.server.listen(addr)?;
+    let c = elsewhere.client.connect(addr)?;
+    let _a = listener.accept()?;
+    connlog_tests::reset(c)?;
+    assert!(fx.events_until_quiet(Duration::from_millis(600)).is_empty());
+
+    let listener = fx.listen(false, PORT)?;
+    let _c = fx.connect(false, PORT)?;
+    let _a = listener.accept()?;
+    let evs = fx.exactly(1, WITHIN, QUIET)?;
+    assert_eq!(evs[0]["event"], "established");
+    Ok(())
+}
+
+/// Test 8: the same 4-tuple twice is two attempts.
+#[test]
+fn reused_tuple_is_two_attempts() -> Result<()> {
+    let fx = ProbeFixture::start("pr-reuse", "3s", "")?;
+    let listener = fx.listen(false, PORT)?;
+    let mut cookies = Vec::new();
+    for _ in 0..2 {
+        let client = fx.connect_from(false, 41000)?;
+        let (accepted, _) = listener.accept()?;
+        cookies.push(cookie(&accepted)?);
+        // An RST leaves no TIME_WAIT, so the tuple is free again at once.
+        connlog_tests::reset(client)?;
+        drop(accepted);
+    }
+    let evs = fx.exactly(4, WITHIN, QUIET)?;
+    let kinds: Vec<&str> = evs
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["established", "reset", "established", "reset"]);
+    assert_ne!(cookies[0], cookies[1]);
+    assert_eq!(u64_of(&evs[0], "cookie"), cookies[0]);
+    assert_eq!(u64_of(&evs[2], "cookie"), cookies[1]);
+    let client = shown(std::net::SocketAddr::new(fx.pair.client_ip(false), 41000));
+    assert!(evs.iter().all(|e| tuple(e).0 == client), "{evs:?}");
+    assert!(u64_of(&evs[2], "syn_at") > u64_of(&evs[0], "established_at"));
+    Ok(())
+}
