@@ -5,6 +5,7 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 
 mod function;
+mod kernel;
 
 #[derive(Debug, Subcommand)]
 pub enum Bench {
@@ -22,7 +23,8 @@ pub fn run(bench: Bench) -> Result<()> {
     crate::setup::run()?;
     match bench {
         Bench::Function => function::run(),
-        Bench::Kernel | Bench::Tls | Bench::Pipeline => {
+        Bench::Kernel => kernel::run(),
+        Bench::Tls | Bench::Pipeline => {
             bail!("bench {bench:?}: not implemented yet")
         }
     }
