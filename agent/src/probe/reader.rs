@@ -52,7 +52,7 @@ pub(crate) async fn run(r: Reader) {
     let period = (syn_timeout / 4).clamp(Duration::from_millis(1), DRAIN_EVERY);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut drain = |ring: &mut RingBuf<MapData>, tracker: &mut Tracker| {
+    let drain = |ring: &mut RingBuf<MapData>, tracker: &mut Tracker| {
         let mut out = Vec::new();
         while let Some(item) = ring.next() {
             if let Some((tuple, at, obs)) = decode(&item, &rst_reasons) {
