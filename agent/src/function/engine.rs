@@ -78,6 +78,13 @@ impl CallState {
     }
 }
 
+// Limits as enforced: time is the calling thread's CPU time (the handler
+// plus every job it queued), checked by the interrupt handler and once more
+// after the call, so native work that cannot be interrupted still counts.
+// Memory is QuickJS's allocation total for the runtime, capped at what an
+// empty engine uses plus 2 MB. An out-of-memory the function catches
+// itself (`try { … } catch {}`) never exceeded the cap and is not reported.
+
 /// What one call produced.
 #[derive(Debug)]
 pub(super) struct Outcome {
