@@ -334,3 +334,40 @@ fn broken_function_files_stop_the_agent_with_one_line_errors() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn function_sees_leaf_intermediates_and_connection_fields() -> Result<()> {
+    let source = r#"function connectionHandler(c) {
+    const certs = c.clientCertificate.certificates;
+    const leaf = certs.leaf;
+    c.logCustomData([leaf.serialNumber, leaf.subject, leaf.issuer,
+        leaf.validity.notBefore, leaf.validity.notAfter, leaf.sha256Fingerprint,
+        certs.intermediates.length, certs.intermediates[0].subject,
+        c.distributionId, c.endpoint, c.clientIp, c.connectionId.length].join('|'));
+    c.allow();
+}"#;
+    let fx = start("fn-fld", "required", source, "{}")?;
+    let mid = fx.root.intermediate("connlog test intermediate")?;
+    let leaf = mid.leaf(&LeafSpec::default())?;
+    let _tls = fx.tls(false, &sni(&leaf, "fields.edge.test"))?;
+    let ev = fx.agent.event()?;
+    assert_eq!(status(&ev), "Success", "{ev}");
+    let expected = [
+        GOOD_SERIAL.to_string(),
+        "C=US, O=Example, CN=client.test".into(),
+        "CN=connlog test intermediate".into(),
+        "2025-06-05T00:00:00Z".into(),
+        "2125-05-12T00:00:00Z".into(),
+        connlog_tests::tlsfixture::sha256_hex(&leaf.der),
+        "1".into(),
+        "CN=connlog test intermediate".into(),
+        "E2DX1SLDPK0123".into(),
+        "fields.edge.test".into(),
+        fx.pair.client_v4.to_string(),
+        "24".into(),
+    ]
+    .join("|");
+    assert_eq!(ev["custom_data"], expected, "{ev}");
+    assert_eq!(ev["connection_id"].as_str().map(str::len), Some(24), "{ev}");
+    Ok(())
+}
