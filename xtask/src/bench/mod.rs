@@ -5,6 +5,7 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 
 mod function;
+mod kernel;
 mod tls;
 
 #[derive(Debug, Subcommand)]
@@ -23,8 +24,9 @@ pub fn run(bench: Bench) -> Result<()> {
     crate::setup::run()?;
     match bench {
         Bench::Function => function::run(),
+        Bench::Kernel => kernel::run(),
         Bench::Tls => tls::run(),
-        Bench::Kernel | Bench::Pipeline => {
+        Bench::Pipeline => {
             bail!("bench {bench:?}: not implemented yet")
         }
     }
