@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -211,43 +211,53 @@ fn reload_under_load_swaps_function_and_survives_a_broken_one() -> Result<()> {
     let spec = ClientSpec::with_leaf(&leaf);
     let (client_ns, addr) = (&fx.pair.client, fx.addr(false));
     let stop = AtomicBool::new(false);
+    let done = AtomicUsize::new(0);
+    // Waits until the load made `more` further attempts (bounded in time).
+    let after = |more: usize| -> Result<()> {
+        let target = done.load(Ordering::Relaxed) + more;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while done.load(Ordering::Relaxed) < target {
+            ensure!(Instant::now() < deadline, "load stalled");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    };
     let attempts = std::thread::scope(|s| -> Result<usize> {
         // One client in a loop, bounded in count and time.
         let load = s.spawn(|| {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) && n < 2_000 && Instant::now() < deadline {
-                if let Ok(tls) = client_ns
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed)
+                && done.load(Ordering::Relaxed) < 2_000
+                && Instant::now() < deadline
+            {
+                let tls = client_ns
                     .connect(addr)
-                    .and_then(|t| tlsclient::handshake(t, &spec))
-                {
+                    .and_then(|t| tlsclient::handshake(t, &spec));
+                if let Ok(tls) = tls {
                     let _ = read_to_close(tls);
                 }
-                n += 1;
+                done.fetch_add(1, Ordering::Relaxed);
             }
-            n
         });
         let steps = || -> Result<()> {
-            std::thread::sleep(Duration::from_millis(300));
+            after(5)?;
             pki::write(fx.dir.path(), "fn.js", V2)?;
             fx.agent.signal("HUP")?;
             fx.agent.wait_log("reloaded")?;
-            std::thread::sleep(Duration::from_millis(300));
+            after(5)?;
             let broken = "function connectionHandler(c) {\n  c.deny(;\n}\n";
             pki::write(fx.dir.path(), "fn.js", broken)?;
             fx.agent.signal("HUP")?;
             fx.agent.wait_log("reload failed")?;
-            std::thread::sleep(Duration::from_millis(300));
-            Ok(())
+            after(5)
         };
         let stepped = steps();
         stop.store(true, Ordering::Relaxed);
-        let n = load
-            .join()
+        load.join()
             .map_err(|_| anyhow::anyhow!("load thread panicked"))?;
-        stepped.map(|()| n)
+        stepped.map(|()| done.load(Ordering::Relaxed))
     })?;
-    assert!(attempts >= 10, "only {attempts} connections under load");
+    assert!(attempts >= 15, "only {attempts} connections under load");
 
     // Every attempt got exactly one event: v1 allowed, then v2 denied, never
     // anything else (no error, no Internal), in that order.
@@ -263,7 +273,7 @@ fn reload_under_load_swaps_function_and_survives_a_broken_one() -> Result<()> {
             _ => panic!("unexpected event {ev}"),
         }
     }
-    assert!(v1 > 0 && v2 > 0, "v1 {v1}, v2 {v2}");
+    assert!(v1 >= 5 && v2 >= 9, "v1 {v1}, v2 {v2}");
     let log = fx.agent.stderr();
     assert!(log.contains("syntax error at line 2, column 10"), "{log}");
     // The broken file was refused: the v2 function still decides.
@@ -271,5 +281,93 @@ fn reload_under_load_swaps_function_and_survives_a_broken_one() -> Result<()> {
     let ev = fx.agent.event()?;
     assert_eq!(status(&ev), "Failed:ConnectionFunctionDenied", "{ev}");
     assert_eq!(ev["custom_data"], "v2", "{ev}");
+    Ok(())
+}
+
+#[test]
+fn broken_function_files_stop_the_agent_with_one_line_errors() -> Result<()> {
+    let dir = connlog_tests::TempDir::new("fn-cfg")?;
+    let config = "[probe]\nenabled = false\n[[listener]]\ndistribution_id = \"E1\"\n\
+        bind = [\"127.0.0.1:0\"]\ncert = \"server.pem\"\nkey = \"server.key\"\n\
+        [listener.mtls]\nmode = \"required\"\ntrust_store = \"ca.pem\"\n\
+        [listener.connection_function]\nfile = \"fn.js\"\nkvs = \"kvs.json\"\n";
+    let path = pki::write(dir.path(), "agent.toml", config)?;
+    let js = dir.path().join("fn.js").display().to_string();
+    let kvs = dir.path().join("kvs.json").display().to_string();
+    let key = "listener[0].connection_function";
+    let cases = [
+        (
+            "function connectionHandler(c) {\n  c.deny(;\n}\n".to_string(),
+            "{}".to_string(),
+            format!("{key}.file: {js}: syntax error at line 2, column 10: "),
+        ),
+        (
+            format!("{V1}\n//{}", "x".repeat(10 * 1024)),
+            "{}".to_string(),
+            format!(
+                "{key}.file: {js}: function source of {} bytes is over the 10240-byte limit",
+                V1.len() + 3 + 10 * 1024
+            ),
+        ),
+        (
+            "function handler(c) { c.allow(); }".to_string(),
+            "{}".to_string(),
+            format!("{key}.file: {js}: no `connectionHandler` function is defined"),
+        ),
+        (
+            V1.to_string(),
+            format!(r#"{{"{}": "v"}}"#, "k".repeat(513)),
+            format!("{key}.kvs: {kvs}: kvs: key "),
+        ),
+    ];
+    for (source, store, expected) in cases {
+        pki::write(dir.path(), "fn.js", &source)?;
+        pki::write(dir.path(), "kvs.json", &store)?;
+        let (code, stderr) = connlog_tests::agent::start_failure(&path)?;
+        assert_eq!(code, Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert_eq!(
+            stderr.matches(&expected).count(),
+            1,
+            "expected {expected:?} once in {stderr}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn function_sees_leaf_intermediates_and_connection_fields() -> Result<()> {
+    let source = r#"function connectionHandler(c) {
+    const certs = c.clientCertificate.certificates;
+    const leaf = certs.leaf;
+    c.logCustomData([leaf.serialNumber, leaf.subject, leaf.issuer,
+        leaf.validity.notBefore, leaf.validity.notAfter, leaf.sha256Fingerprint,
+        certs.intermediates.length, certs.intermediates[0].subject,
+        c.distributionId, c.endpoint, c.clientIp, c.connectionId.length].join('|'));
+    c.allow();
+}"#;
+    let fx = start("fn-fld", "required", source, "{}")?;
+    let mid = fx.root.intermediate("connlog test intermediate")?;
+    let leaf = mid.leaf(&LeafSpec::default())?;
+    let _tls = fx.tls(false, &sni(&leaf, "fields.edge.test"))?;
+    let ev = fx.agent.event()?;
+    assert_eq!(status(&ev), "Success", "{ev}");
+    let expected = [
+        GOOD_SERIAL.to_string(),
+        "C=US, O=Example, CN=client.test".into(),
+        "CN=connlog test intermediate".into(),
+        "2025-06-05T00:00:00Z".into(),
+        "2125-05-12T00:00:00Z".into(),
+        connlog_tests::tlsfixture::sha256_hex(&leaf.der),
+        "1".into(),
+        "CN=connlog test intermediate".into(),
+        "E2DX1SLDPK0123".into(),
+        "fields.edge.test".into(),
+        fx.pair.client_v4.to_string(),
+        "24".into(),
+    ]
+    .join("|");
+    assert_eq!(ev["custom_data"], expected, "{ev}");
+    assert_eq!(ev["connection_id"].as_str().map(str::len), Some(24), "{ev}");
     Ok(())
 }

@@ -10,8 +10,10 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    // The cause is part of the message and deliberately not a `source`:
+    // `{:#}` would print it twice.
     #[error("{0}")]
-    Toml(#[source] toml::de::Error),
+    Toml(toml::de::Error),
     /// A key whose value is wrong: `key` is its dotted path, e.g.
     /// `listener[0].mtls.trust_store`.
     #[error("{key}: {reason}")]
@@ -23,10 +25,10 @@ pub enum ConfigError {
         path: PathBuf,
         reason: String,
     },
+    /// `inner` is shown in the message, not chained as a source.
     #[error("{path}: {inner}")]
     InFile {
         path: PathBuf,
-        #[source]
         inner: Box<ConfigError>,
     },
 }

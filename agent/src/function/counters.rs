@@ -39,6 +39,19 @@ impl Default for PoolCounters {
 }
 
 impl PoolCounters {
+    /// Every counter with its metric name.
+    pub fn snapshot(&self) -> [(&'static str, u64); 6] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("function_allowed", get(&self.allowed)),
+            ("function_denied", get(&self.denied)),
+            ("function_errors", get(&self.errors)),
+            ("function_queue_full", get(&self.queue_full)),
+            ("function_internal", get(&self.internal)),
+            ("function_abandoned", get(&self.abandoned)),
+        ]
+    }
+
     pub(super) fn record_exec(&self, took: Duration) {
         let micros = usize::try_from(took.as_micros()).unwrap_or(usize::MAX);
         self.exec_micros[micros.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
@@ -93,5 +106,7 @@ mod tests {
         assert_eq!(c.exec_quantile(1.0), Some(Duration::from_micros(2000)));
         c.reset_exec();
         assert_eq!(c.exec_quantile(0.5), None);
+        c.denied.fetch_add(2, Ordering::Relaxed);
+        assert_eq!(c.snapshot()[1], ("function_denied", 2));
     }
 }

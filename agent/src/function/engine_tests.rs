@@ -326,3 +326,28 @@ fn deep_recursion_is_an_error_not_a_crash() {
         )
     );
 }
+
+#[test]
+fn catastrophic_regex_hits_the_time_limit() {
+    let source = "function connectionHandler(c) { \
+        /^(a+)+$/.test('a'.repeat(40) + 'b'); c.allow(); }";
+    let out = run(source, &conn(GOOD));
+    assert_eq!(out.verdict, Verdict::Error(TIME_LIMIT.into()));
+}
+
+#[test]
+fn huge_allocations_are_errors_not_crashes() {
+    let engine = Engine::new(program(
+        "function connectionHandler(c) { \
+           if (c.clientCertInfo.serialNumber === 'repeat') 'x'.repeat(1e9); \
+           else new Array(1e8).fill(0); c.allow(); }",
+    ))
+    .unwrap();
+    let mut info = conn("repeat");
+    let out = engine.run(&info);
+    assert_eq!(out.verdict, Verdict::Error(MEMORY_LIMIT.into()));
+    let engine = Engine::new(Arc::clone(engine.program())).unwrap();
+    info.leaf.as_mut().unwrap().serial_number = "array".into();
+    let out = engine.run(&info);
+    assert_eq!(out.verdict, Verdict::Error(MEMORY_LIMIT.into()));
+}
