@@ -9,6 +9,7 @@
 //! ring_bytes = 1048576          # kernel ring buffer (power of two, ≥ 4096)
 //! max_pending = 65536           # attempts tracked between SYN and outcome
 //! channel_capacity = 4096       # TcpEvents queued for the consumer
+//! attach_empty_classifier = false  # benchmark aid: the floor for `cargo xtask bench kernel`
 //! ```
 
 use std::time::Duration;
@@ -29,6 +30,9 @@ pub struct ProbeConfig {
     pub ring_bytes: u32,
     pub max_pending: usize,
     pub channel_capacity: usize,
+    /// Also attach an empty classifier next to the probe's TC programs, so
+    /// `cargo xtask bench kernel` measures the floor in the same run.
+    pub attach_empty_classifier: bool,
 }
 
 impl Default for ProbeConfig {
@@ -41,6 +45,7 @@ impl Default for ProbeConfig {
             ring_bytes: 1 << 20,
             max_pending: 65_536,
             channel_capacity: 4_096,
+            attach_empty_classifier: false,
         }
     }
 }
@@ -56,6 +61,8 @@ pub(super) struct RawProbe {
     ring_bytes: Option<u32>,
     max_pending: Option<usize>,
     channel_capacity: Option<usize>,
+    #[serde(default)]
+    attach_empty_classifier: bool,
 }
 
 impl RawProbe {
@@ -105,6 +112,7 @@ impl RawProbe {
                 self.channel_capacity,
                 d.channel_capacity,
             )?,
+            attach_empty_classifier: self.attach_empty_classifier,
         })
     }
 }

@@ -26,6 +26,8 @@ const TRACEPOINTS: [(&str, &str); 4] = [
 ];
 pub(crate) const TC_INGRESS: &str = "connlog_tc_ingress";
 pub(crate) const TC_EGRESS: &str = "connlog_tc_egress";
+/// Does nothing: attached only for benchmarks (`attach_empty_classifier`).
+pub(crate) const TC_EMPTY: &str = "connlog_tc_empty";
 
 pub(crate) struct Loaded {
     pub(crate) ebpf: Ebpf,
@@ -98,27 +100,34 @@ pub(crate) fn load(
             source,
         })?;
     }
-    for (program, dir) in [
-        (TC_INGRESS, TcAttachType::Ingress),
-        (TC_EGRESS, TcAttachType::Egress),
-    ] {
+    let mut tc = vec![
+        (TC_INGRESS, &[TcAttachType::Ingress][..]),
+        (TC_EGRESS, &[TcAttachType::Egress][..]),
+    ];
+    if config.attach_empty_classifier {
+        tc.push((TC_EMPTY, &[TcAttachType::Ingress, TcAttachType::Egress][..]));
+    }
+    for (program, dirs) in tc {
+        let what = |doing: &str| format!("{doing} {program}");
         let prog: &mut SchedClassifier =
             program_mut(&mut ebpf, program)?
                 .try_into()
                 .map_err(|source| ProbeError::Program {
-                    what: program.into(),
+                    what: what("loading"),
                     source,
                 })?;
         prog.load().map_err(|source| ProbeError::Program {
-            what: format!("loading {program}"),
+            what: what("loading"),
             source,
         })?;
         for iface in &interfaces {
-            prog.attach(iface, dir)
-                .map_err(|source| ProbeError::Program {
-                    what: format!("attaching {program} to {iface}"),
-                    source,
-                })?;
+            for &dir in dirs {
+                prog.attach(iface, dir)
+                    .map_err(|source| ProbeError::Program {
+                        what: format!("attaching {program} to {iface}"),
+                        source,
+                    })?;
+            }
         }
     }
     Ok((Loaded { ebpf, interfaces }, facts))

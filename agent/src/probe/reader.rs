@@ -17,6 +17,9 @@ use super::tracker::Tracker;
 use super::{Counters, TcpEvent};
 use crate::MonoNanos;
 
+/// The longest an event waits in the ring when the kernel did not wake us.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
+
 pub(crate) struct Reader {
     pub(crate) ring: RingBuf<MapData>,
     pub(crate) tracker: Tracker,
@@ -44,9 +47,21 @@ pub(crate) async fn run(r: Reader) {
             return;
         }
     };
-    let period = (syn_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    // The kernel wakes us only once a batch is pending (see the programs'
+    // `emit`); this timer drains smaller batches and decides timeouts.
+    let period = (syn_timeout / 4).clamp(Duration::from_millis(1), DRAIN_EVERY);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let drain = |ring: &mut RingBuf<MapData>, tracker: &mut Tracker| {
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            if let Some((tuple, at, obs)) = decode(&item, &rst_reasons) {
+                tracing::trace!(%tuple, ?obs, "kernel");
+                out.extend(tracker.observe(tuple, at, obs));
+            }
+        }
+        out
+    };
     let send = |ev: TcpEvent| match tx.try_send(ev) {
         Ok(()) => true,
         Err(TrySendError::Full(_)) => {
@@ -65,17 +80,15 @@ pub(crate) async fn run(r: Reader) {
                         return;
                     }
                 };
-                let mut out = Vec::new();
-                while let Some(item) = guard.get_inner_mut().next() {
-                    if let Some((tuple, at, obs)) = decode(&item, &rst_reasons) {
-                        tracing::trace!(%tuple, ?obs, "kernel");
-                        out.extend(tracker.observe(tuple, at, obs));
-                    }
-                }
+                let out = drain(guard.get_inner_mut(), &mut tracker);
                 guard.clear_ready();
                 out
             }
-            _ = tick.tick() => tracker.expire(MonoNanos::now()),
+            _ = tick.tick() => {
+                let mut out = drain(ring.get_mut(), &mut tracker);
+                out.extend(tracker.expire(MonoNanos::now()));
+                out
+            }
         };
         counters
             .table_full

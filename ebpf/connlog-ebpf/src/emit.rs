@@ -53,10 +53,21 @@ pub(crate) fn now() -> u64 {
     unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
 }
 
+/// Pending bytes in the ring before a write wakes the reader. Below it the
+/// reader picks events up on its own short timer: one wakeup per batch
+/// instead of one per event keeps the agent cheap under load.
+const WAKEUP_BYTES: u64 = 64 * size_of::<RawEvent>() as u64;
+
 /// Writes `ev` to the ring; counts it on this CPU if the ring is full.
 #[inline(always)]
 pub(crate) fn emit(ev: &RawEvent) {
-    if EVENTS.output::<RawEvent>(ev, 0).is_err()
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if EVENTS.output::<RawEvent>(ev, flags.into()).is_err()
         && let Some(count) = RING_FULL.get_ptr_mut(0)
     {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.

@@ -5,6 +5,8 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 
 mod function;
+mod kernel;
+mod tls;
 
 #[derive(Debug, Subcommand)]
 pub enum Bench {
@@ -22,7 +24,9 @@ pub fn run(bench: Bench) -> Result<()> {
     crate::setup::run()?;
     match bench {
         Bench::Function => function::run(),
-        Bench::Kernel | Bench::Tls | Bench::Pipeline => {
+        Bench::Kernel => kernel::run(),
+        Bench::Tls => tls::run(),
+        Bench::Pipeline => {
             bail!("bench {bench:?}: not implemented yet")
         }
     }

@@ -1,0 +1,271 @@
+//! `cargo xtask bench kernel`: what the probe costs, measured side by side
+//! in one run on loopback inside a throwaway namespace.
+//!
+//! - TCP connect+accept rate with the agent's programs attached vs detached:
+//!   interleaved rounds (the order alternates), medians.
+//! - Each program's average run time from the kernel's own accounting
+//!   (`kernel.bpf_stats_enabled=1`, read from the agent's fdinfo), next to an
+//!   empty classifier attached in the same agent on the same interface: the
+//!   floor of the measurement on this machine.
+//!
+//! Each attached round also moves a bulk transfer over the watched port
+//! (MTU 1500), so the TC numbers include ordinary data and ACK packets, not
+//! only the handshake packets the probe reports.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use connlog_tests::{Netns, TempDir};
+
+use crate::shell;
+
+const PORT: u16 = 9443;
+const ROUNDS: usize = 5;
+const RUN: Duration = Duration::from_secs(1);
+const BULK_BYTES: usize = 16 << 20;
+const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// (run_time_ns, run_cnt) per program name, summed over rounds.
+type ProgramStats = BTreeMap<String, (u64, u64)>;
+
+pub fn run() -> Result<()> {
+    shell::run(Command::new("cargo").args([
+        "build",
+        "--quiet",
+        "--release",
+        "--bins",
+        "-p",
+        "connlog-agent",
+    ]))?;
+    let previous = std::fs::read_to_string(STATS_SYSCTL).context("reading bpf_stats_enabled")?;
+    std::fs::write(STATS_SYSCTL, "1").context("enabling bpf stats (root needed)")?;
+    let result = measure();
+    let _ = std::fs::write(STATS_SYSCTL, previous.trim());
+    let (detached, attached, programs) = result?;
+    print_table(&detached, &attached, &programs);
+    Ok(())
+}
+
+fn measure() -> Result<(Vec<f64>, Vec<f64>, ProgramStats)> {
+    let ns = Netns::new("bench-k")?;
+    ns.exec(&["ip", "link", "set", "lo", "mtu", "1500"])?;
+    let dir = TempDir::new("bench-k")?;
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[probe]\nports = [{PORT}]\ninterfaces = [\"lo\"]\nattach_empty_classifier = true\n"
+        ),
+    )?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], PORT));
+    let listener = ns.listen(addr)?;
+    let (mut detached, mut attached) = (Vec::new(), Vec::new());
+    let mut programs = ProgramStats::new();
+    for round in 0..ROUNDS {
+        for with_probe in [round % 2 == 0, round % 2 != 0] {
+            if !with_probe {
+                detached.push(workload(&ns, &listener, addr)?);
+                continue;
+            }
+            let agent = ReleaseAgent::start(&ns, &config, dir.path())?;
+            attached.push(workload(&ns, &listener, addr)?);
+            for (name, (time, count)) in program_stats(agent.pid())? {
+                let entry = programs.entry(name).or_default();
+                entry.0 += time;
+                entry.1 += count;
+            }
+            agent.stop()?;
+        }
+        eprintln!(
+            "xtask: round {}/{ROUNDS}: detached {:.0}/s, attached {:.0}/s",
+            round + 1,
+            detached[round],
+            attached[round]
+        );
+    }
+    Ok((detached, attached, programs))
+}
+
+/// Connect+accept for [`RUN`] (client closes with an RST: no TIME_WAIT),
+/// then a bulk transfer. Returns connections per second.
+fn workload(ns: &Netns, listener: &TcpListener, addr: SocketAddr) -> Result<f64> {
+    let listener = listener.try_clone()?;
+    ns.run_in(move || -> Result<f64> {
+        let start = Instant::now();
+        let mut done = 0u64;
+        while start.elapsed() < RUN {
+            let client = TcpStream::connect(addr)?;
+            let (server, _) = listener.accept()?;
+            connlog_tests::reset(client)?;
+            drop(server);
+            done += 1;
+        }
+        let rate = done as f64 / start.elapsed().as_secs_f64();
+
+        let mut client = TcpStream::connect(addr)?;
+        let (mut server, _) = listener.accept()?;
+        let reader = std::thread::spawn(move || -> std::io::Result<usize> {
+            let mut buf = vec![0u8; 64 << 10];
+            let mut total = 0;
+            loop {
+                match server.read(&mut buf)? {
+                    0 => return Ok(total),
+                    n => total += n,
+                }
+            }
+        });
+        let chunk = vec![0x5au8; 16 << 10];
+        for _ in 0..BULK_BYTES / chunk.len() {
+            client.write_all(&chunk)?;
+        }
+        drop(client);
+        let got = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        anyhow::ensure!(got == BULK_BYTES, "bulk transfer moved {got} bytes");
+        Ok(rate)
+    })?
+}
+
+/// Run time and count of every BPF program `pid` holds, by name.
+fn program_stats(pid: u32) -> Result<ProgramStats> {
+    let mut out = ProgramStats::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        let Ok(info) = std::fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        let field = |key: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let (Some(id), Some(time), Some(count)) =
+            (field("prog_id:"), field("run_time_ns:"), field("run_cnt:"))
+        else {
+            continue;
+        };
+        let name = program_name(id)?;
+        let entry = out.entry(name).or_default();
+        entry.0 += time;
+        entry.1 += count;
+    }
+    Ok(out)
+}
+
+fn program_name(id: u64) -> Result<String> {
+    let json =
+        shell::output(Command::new("bpftool").args(["prog", "show", "id", &id.to_string(), "-j"]))
+            .context("bpftool prog show")?;
+    let v: serde_json::Value = serde_json::from_str(&json)?;
+    Ok(v["name"].as_str().unwrap_or("?").to_string())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn print_table(detached: &[f64], attached: &[f64], programs: &ProgramStats) {
+    let (d, a) = (median(detached), median(attached));
+    println!(
+        "\nkernel probe on loopback: {ROUNDS} interleaved rounds of {}s connect+accept \
+         + {} MiB bulk, medians",
+        RUN.as_secs(),
+        BULK_BYTES >> 20
+    );
+    println!(
+        "{:<28} {:>12} {:>12} {:>8}",
+        "", "detached", "attached", "ratio"
+    );
+    println!(
+        "{:<28} {:>12.0} {:>12.0} {:>7.1}%",
+        "connect+accept per second",
+        d,
+        a,
+        if d > 0.0 { 100.0 * a / d } else { 0.0 }
+    );
+    let avg = |(time, count): (u64, u64)| {
+        if count == 0 {
+            0.0
+        } else {
+            time as f64 / count as f64
+        }
+    };
+    let floor = programs.get("connlog_tc_empty").copied().map_or(0.0, avg);
+    println!(
+        "\n{:<28} {:>12} {:>12} {:>8}",
+        "program", "runs", "avg ns/run", "x empty"
+    );
+    for (name, &stats) in programs {
+        let ns = avg(stats);
+        let ratio = if name.starts_with("connlog_tc_") && floor > 0.0 {
+            format!("{:.2}", ns / floor)
+        } else {
+            "-".to_string()
+        };
+        println!("{name:<28} {:>12} {ns:>12.1} {ratio:>8}", stats.1);
+    }
+}
+
+/// The release-built agent in `ns`, as deployed (the tests use the debug
+/// build; a benchmark should not).
+struct ReleaseAgent {
+    child: Child,
+}
+
+impl ReleaseAgent {
+    fn start(ns: &Netns, config: &Path, dir: &Path) -> Result<Self> {
+        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/connlog-agent");
+        let log_path = dir.join("agent.log");
+        let log = std::fs::File::create(&log_path)?;
+        let child = ns
+            .command(&bin)
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut agent = ReleaseAgent { child };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if text.contains("connlog-agent ready") {
+                return Ok(agent);
+            }
+            if agent.child.try_wait()?.is_some() || Instant::now() > deadline {
+                anyhow::bail!("agent did not start: {text}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(mut self) -> Result<()> {
+        shell::run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
+        let status = self.child.wait()?;
+        anyhow::ensure!(status.success(), "agent exited with {status}");
+        Ok(())
+    }
+}
+
+impl Drop for ReleaseAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
