@@ -90,11 +90,11 @@ async fn run(args: Args) -> Result<()> {
             }
         }
     });
-    info!("connlog-agent ready");
-
+    // Handlers first: "ready" promises that SIGHUP / SIGTERM are handled.
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    info!("connlog-agent ready");
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -95,7 +95,7 @@ fn two_thousand_idle_connections_stay_bounded_and_others_are_served() -> Result<
     let mut tls = fx.tls(true, &ClientSpec::with_leaf(&leaf))?;
     assert_eq!(echo(&mut tls, b"x")?, b"x");
     assert_eq!(status(&fx.agent.event()?), "Success");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() < Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
     let with_idle = fx.agent.rss_kib()?;
     let per_idle = (with_idle.saturating_sub(before)) * 1024 / IDLE as u64;
