@@ -108,9 +108,14 @@ fn client_rst_in_syn_recv_v6_is_tcp_error() -> Result<()> {
 }
 
 /// Test 4: backlog 1 holds two connections; the third final ACK overflows.
-#[test]
-fn accept_queue_overflow_is_tcp_error() -> Result<()> {
-    let fx = ProbeFixture::start("pr-ovf", "5s", "")?;
+/// With `tcp_abort_on_overflow` the kernel answers it with an RST instead.
+fn overflow(tag: &str, abort: bool, detail: &str) -> Result<()> {
+    let fx = ProbeFixture::start(tag, "5s", "")?;
+    if abort {
+        fx.pair
+            .server
+            .exec(&["sysctl", "-qw", "net.ipv4.tcp_abort_on_overflow=1"])?;
+    }
     let listener = fx.listen(false, PORT)?;
     rustix::net::listen(&listener, 1)?;
     fx.drop_client_pure_acks()?;
@@ -131,9 +136,24 @@ fn accept_queue_overflow_is_tcp_error() -> Result<()> {
     let ev = &evs[0];
     assert_eq!(ev["event"], "failed", "{ev}");
     assert_eq!(ev["code"], "TcpError");
-    assert_eq!(ev["detail"], "accept-queue-overflow");
-    assert_eq!(tuple(ev).0, shown(b.local_addr()?));
+    assert_eq!(ev["detail"], detail);
+    assert_eq!(
+        tuple(ev),
+        (shown(b.local_addr()?), shown(fx.server_addr(false, PORT)))
+    );
     Ok(())
+}
+
+#[test]
+fn accept_queue_overflow_is_tcp_error() -> Result<()> {
+    overflow("pr-ovf", false, "accept-queue-overflow")
+}
+
+/// The kernel resets the overflowing request from `tcp_check_req`'s
+/// embryonic-reset path, whose `enum sk_rst_reason` is INVALID_SYN.
+#[test]
+fn abort_on_overflow_is_server_rst_with_the_kernel_reason() -> Result<()> {
+    overflow("pr-abort", true, "server-rst:INVALID_SYN")
 }
 
 /// Test 5: an RST right after the handshake, before any byte.

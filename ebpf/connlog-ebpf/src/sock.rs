@@ -102,15 +102,23 @@ pub fn connlog_receive_reset(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// `tcp_send_reset(sk, skb, reason)`: the kernel sent an RST. Without a
-/// socket there is no namespace to check, so those are skipped.
+/// socket there is no namespace to check, so those are skipped. With an
+/// incoming `skb` (the segment being answered) the tuple comes from it: `sk`
+/// may be the listener, whose remote end is unset.
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn connlog_send_reset(ctx: BtfTracePointContext) -> i32 {
+    let g = globals();
     let sk: *const u8 = ctx.arg(0);
+    let skb: *const u8 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    if let Some(mut ev) = sock_event(sk, &globals(), kind::SEND_RESET) {
-        ev.reason = reason;
-        emit(&ev);
+    let Some(mut ev) = sock_event(sk, &g, kind::SEND_RESET) else {
+        return 0;
+    };
+    if !skb.is_null() && skb_tuple(skb, &g, &mut ev).is_none() {
+        return 0;
     }
+    ev.reason = reason;
+    emit(&ev);
     0
 }
 
@@ -150,6 +158,13 @@ pub fn connlog_kfree_skb(ctx: BtfTracePointContext) -> i32 {
 fn overflow_event(skb: *const u8, listener: *const u8, g: &Globals) -> Option<RawEvent> {
     // Namespace and port of the listener; the tuple from the packet.
     let mut ev = sock_event(listener, g, kind::LISTEN_OVERFLOW)?;
+    skb_tuple(skb, g, &mut ev)?;
+    Some(ev)
+}
+
+/// Fills `ev`'s ends from an incoming segment (source = client).
+#[inline(always)]
+fn skb_tuple(skb: *const u8, g: &Globals, ev: &mut RawEvent) -> Option<()> {
     let head: *const u8 = read(skb, g.skb_head)?;
     let nh: u16 = read(skb, g.skb_network_header)?;
     let th: u16 = read(skb, g.skb_transport_header)?;
@@ -175,5 +190,5 @@ fn overflow_event(skb: *const u8, listener: *const u8, g: &Globals) -> Option<Ra
     }
     ev.client_port = u16::from_be_bytes([ports[0], ports[1]]);
     ev.server_port = u16::from_be_bytes([ports[2], ports[3]]);
-    Some(ev)
+    Some(())
 }
