@@ -245,3 +245,45 @@ fn reused_tuple_is_two_attempts() -> Result<()> {
     assert!(u64_of(&evs[2], "syn_at") > u64_of(&evs[0], "established_at"));
     Ok(())
 }
+
+/// SYNs answered by a syncookie create no request socket; the child still
+/// reaches ESTABLISHED with its own cookie.
+#[test]
+fn syncookie_handshake_is_established() -> Result<()> {
+    let fx = ProbeFixture::start("pr-cookie", "3s", "")?;
+    fx.pair
+        .server
+        .exec(&["sysctl", "-qw", "net.ipv4.tcp_syncookies=2"])?;
+    let listener = fx.listen(false, PORT)?;
+    let client = fx.connect(false, PORT)?;
+    let (accepted, _) = listener.accept()?;
+    let evs = fx.exactly(1, WITHIN, QUIET)?;
+    let ev = &evs[0];
+    assert_eq!(ev["event"], "established", "{ev}");
+    assert_eq!(tuple(ev).0, shown(client.local_addr()?));
+    assert_eq!(u64_of(ev, "cookie"), cookie(&accepted)?);
+    assert!(u64_of(ev, "syn_at") < u64_of(ev, "established_at"));
+    Ok(())
+}
+
+/// A SYN while the accept queue is full is dropped without an answer
+/// (only TC sees it): a timeout with detail `syn-dropped`.
+#[test]
+fn syn_dropped_by_a_full_accept_queue_times_out() -> Result<()> {
+    let fx = ProbeFixture::start("pr-syndrop", "1s", "")?;
+    let listener = fx.listen(false, PORT)?;
+    // Backlog 0 holds one connection.
+    rustix::net::listen(&listener, 0)?;
+    let _first = fx.connect(false, PORT)?;
+    let evs = fx.exactly(1, WITHIN, Duration::ZERO)?;
+    assert_eq!(evs[0]["event"], "established");
+    fx.scapy_syn(false, 40999, 7_000_000)?;
+    let evs = fx.exactly(1, WITHIN, QUIET)?;
+    let ev = &evs[0];
+    assert_eq!(ev["event"], "failed", "{ev}");
+    assert_eq!(ev["code"], "TcpTimeout");
+    assert_eq!(ev["detail"], "syn-dropped");
+    assert_eq!(u64_of(ev, "synack_retransmits"), 0);
+    assert_eq!(tuple(ev).0, format!("{}:40999", fx.pair.client_v4));
+    Ok(())
+}

@@ -53,16 +53,20 @@ pub(crate) fn now() -> u64 {
     unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
 }
 
-/// Pending bytes in the ring before a write wakes the reader. Below it the
-/// reader picks events up on its own short timer: one wakeup per batch
-/// instead of one per event keeps the agent cheap under load.
-const WAKEUP_BYTES: u64 = 64 * size_of::<RawEvent>() as u64;
+/// The reader is woken each time the pending data crosses a multiple of
+/// this many bytes, not for every event: one wakeup per batch keeps the
+/// agent cheap under load. Smaller batches wait for the reader's own short
+/// timer.
+const WAKEUP_BYTES: u64 = 64 * RECORD_BYTES;
+/// A ring record: the event plus the ring's 8-byte header.
+const RECORD_BYTES: u64 = size_of::<RawEvent>() as u64 + 8;
 
 /// Writes `ev` to the ring; counts it on this CPU if the ring is full.
 #[inline(always)]
 pub(crate) fn emit(ev: &RawEvent) {
     use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
-    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= WAKEUP_BYTES {
+    let pending = EVENTS.query(BPF_RB_AVAIL_DATA.into());
+    let flags = if (pending + RECORD_BYTES) / WAKEUP_BYTES != pending / WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
