@@ -85,11 +85,20 @@ impl Agent {
         }
     }
 
-    /// The next printed event (10 s timeout).
+    /// The next printed TLS outcome (10 s timeout). Other printed events
+    /// (the probe's kernel events) are skipped.
     pub fn event(&self) -> Result<serde_json::Value> {
-        self.events
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|e| anyhow!("no event from the agent ({e}); log:\n{}", self.stderr()))
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ev = self
+                .events
+                .recv_timeout(left)
+                .map_err(|e| anyhow!("no event from the agent ({e}); log:\n{}", self.stderr()))?;
+            if ev.get("accepted_at").is_some() || ev.get("unparsable").is_some() {
+                return Ok(ev);
+            }
+        }
     }
 
     /// The next printed event if one arrives within `wait`.

@@ -35,6 +35,16 @@ impl Netns {
         Ok(stream)
     }
 
+    /// `n` TCP connections from inside this namespace, made on one thread.
+    pub fn connect_many(&self, addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>> {
+        self.run_in(move || {
+            (0..n)
+                .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
+                .collect::<std::io::Result<Vec<_>>>()
+        })?
+        .with_context(|| format!("connecting {n} times to {addr}"))
+    }
+
     /// A TCP listener inside this namespace.
     pub fn listen(&self, addr: SocketAddr) -> Result<TcpListener> {
         self.run_in(move || TcpListener::bind(addr))?

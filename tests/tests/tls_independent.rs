@@ -195,3 +195,53 @@ fn python_ssl_success_missing_untrusted() -> Result<()> {
     assert_leaf(&ev, &other, "CN=other root");
     Ok(())
 }
+
+#[test]
+fn openssl_sees_per_sni_certificates_and_advertised_ca_names() -> Result<()> {
+    let spec = ListenerSpec {
+        mtls: "mode = \"optional\"\ntrust_store = \"ca.pem\"\nadvertise_ca_names = true\n".into(),
+        extra: "[[listener.certificate]]\nsni = [\"*.other.test\"]\ncert = \"other.pem\"\nkey = \"other.key\"\n".into(),
+    };
+    let fx = TlsFixture::start("ind-sni", spec, |f| {
+        let other = f.root.leaf(&LeafSpec {
+            subject: vec![(rcgen::DnType::CommonName, "wild.other.test".into())],
+            ..LeafSpec::default()
+        })?;
+        pki::write(
+            f.dir.path(),
+            "other.pem",
+            &pem("CERTIFICATE", &[&other.der]),
+        )?;
+        pki::write(
+            f.dir.path(),
+            "other.key",
+            &pem("PRIVATE KEY", &[&other.key_pkcs8]),
+        )?;
+        Ok(())
+    })?;
+    let sni = |name: &str| -> Result<String> {
+        let mut cmd = fx.pair.client.command("timeout");
+        let addr = fx.addr(false).to_string();
+        cmd.args([
+            "10",
+            "openssl",
+            "s_client",
+            "-connect",
+            &addr,
+            "-servername",
+            name,
+        ]);
+        Ok(String::from_utf8_lossy(&run(cmd)?.stdout).into_owned())
+    };
+    let out = sni("a.other.test")?;
+    assert!(out.contains("subject=CN = wild.other.test"), "{out}");
+    assert!(
+        out.contains("Acceptable client certificate CA names\nCN = connlog test root"),
+        "{out}"
+    );
+    assert_eq!(fx.agent.event()?["sni"], "a.other.test");
+    let out = sni("edge.test")?;
+    assert!(out.contains("subject=CN = edge.test"), "{out}");
+    assert_eq!(status(&fx.agent.event()?), "Success");
+    Ok(())
+}

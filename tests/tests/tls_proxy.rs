@@ -115,3 +115,33 @@ fn upstream_down_keeps_the_tls_status_and_is_logged() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn idle_proxied_connection_is_closed_after_idle_timeout() -> Result<()> {
+    let extra = format!("upstream = \"127.0.0.1:{UPSTREAM_PORT}\"\nidle_timeout = \"1s\"\n");
+    let fx = TlsFixture::start(
+        "px-idle",
+        ListenerSpec {
+            extra,
+            ..ListenerSpec::required()
+        },
+        |_| Ok(()),
+    )?;
+    let _up = Upstream::echo(&fx.pair.server, upstream_addr(), false)?;
+    let leaf = fx.root.leaf(&LeafSpec::default())?;
+    let mut tls = fx.tls(false, &ClientSpec::with_leaf(&leaf))?;
+    assert_eq!(echo(&mut tls, b"a")?, b"a");
+    assert_eq!(status(&fx.agent.event()?), "Success");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    // The agent closes the idle connection; the client sees the end.
+    let _ = tls.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        waited >= std::time::Duration::from_millis(800),
+        "{waited:?}"
+    );
+    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+    Ok(())
+}

@@ -393,3 +393,22 @@ fn tenant_from_sni_wildcard() -> Result<()> {
     assert_eq!(ev["tenant_id"], Value::Null, "{ev}");
     Ok(())
 }
+
+#[test]
+fn key_types_setting_restricts_leaf_keys() -> Result<()> {
+    let spec = ListenerSpec {
+        mtls: "mode = \"required\"\ntrust_store = \"ca.pem\"\nkey_types = [\"p384\"]\n".into(),
+        extra: String::new(),
+    };
+    let fx = start("st-keyt", spec)?;
+    let p256 = fx.root.leaf(&LeafSpec::default())?;
+    let ev = refused_with(&fx, &p256, "Failed:ClientCertTypeUnsupported")?;
+    assert_cert(&ev, &p256.der, SERIAL, SUBJECT, ROOT, VALIDITY);
+    let p384 = fx.root.leaf(&LeafSpec {
+        alg: &rcgen::PKCS_ECDSA_P384_SHA384,
+        ..LeafSpec::default()
+    })?;
+    let _tls = fx.tls(false, &ClientSpec::with_leaf(&p384))?;
+    assert_eq!(status(&fx.agent.event()?), "Success");
+    Ok(())
+}

@@ -82,7 +82,7 @@ fn silent_client_times_out() -> Result<()> {
     assert_eq!(status(&ev), "Failed:TcpTimeout", "{ev}");
     assert_eq!(detail(&ev), "no-client-hello");
     assert_eq!(ev["handshake_ms"], Value::Null, "no byte ever arrived");
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(started.elapsed() < Duration::from_secs(6));
     Ok(())
 }
 
@@ -105,7 +105,7 @@ fn slowloris_client_times_out() -> Result<()> {
     assert_eq!(detail(&ev), "no-client-hello");
     let ms = ev["handshake_ms"].as_u64().unwrap_or(0);
     assert!(
-        (1_800..=2_500).contains(&ms),
+        (1_800..=4_000).contains(&ms),
         "measured from the first byte: {ev}"
     );
     let _ = writer.join();

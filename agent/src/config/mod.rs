@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use error::ConfigError;
-pub use export::ExportConfig;
+pub use export::{ExportConfig, ExportProtocol, ExportTls};
 pub use function::FunctionConfig;
 pub use listener::{
     AccessRules, KeyType, ListenerConfig, MtlsConfig, MtlsMode, SniCertificate, Tenant,

@@ -135,10 +135,15 @@ fn certified_key(
 fn trust_store(path: &Path, key: &str) -> Result<RootCertStore, ConfigError> {
     let mut roots = RootCertStore::empty();
     for cert in certs(path, key)? {
+        // A CA: basicConstraints cA, or a self-issued (v1-style) root
+        // without basicConstraints.
         let is_ca = x509_parser::parse_x509_certificate(&cert)
             .ok()
-            .and_then(|(_, c)| c.basic_constraints().ok().flatten().map(|bc| bc.value.ca))
-            .unwrap_or(false);
+            .is_some_and(|(_, c)| match c.basic_constraints() {
+                Ok(Some(bc)) => bc.value.ca,
+                Ok(None) => c.subject().as_raw() == c.issuer().as_raw(),
+                Err(_) => false,
+            });
         if !is_ca {
             continue;
         }

@@ -1,11 +1,13 @@
 //! `cargo xtask bench <what>`: side-by-side comparisons in one run, printed
 //! as a table (numbers for `docs/benchmarks.md`). Benchmarks, not tests.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Subcommand;
 
 mod function;
 mod kernel;
+mod pipeline;
+mod tls;
 
 #[derive(Debug, Subcommand)]
 pub enum Bench {
@@ -24,8 +26,7 @@ pub fn run(bench: Bench) -> Result<()> {
     match bench {
         Bench::Function => function::run(),
         Bench::Kernel => kernel::run(),
-        Bench::Tls | Bench::Pipeline => {
-            bail!("bench {bench:?}: not implemented yet")
-        }
+        Bench::Tls => tls::run(),
+        Bench::Pipeline => pipeline::run(),
     }
 }
