@@ -387,9 +387,23 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first so nginx takes its workers down; then SIGKILL whatever
+    /// of the family is left (a killed nginx master leaves its workers
+    /// listening).
     fn drop(&mut self) {
+        let family = family(self.pid());
+        let _ = Command::new("kill").arg(self.pid().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
+        for pid in family.into_iter().skip(1) {
+            let _ = (Command::new("kill").args(["-9", &pid.to_string()]))
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = std::io::stderr().flush();
     }
 }
