@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use connlog_agent::config::Config;
+use connlog_agent::export::Exporter;
+use connlog_agent::join::{self, JoinConfig, JoinStats};
 use connlog_agent::tls::Terminator;
 use connlog_agent::{Probe, print_json_line};
 use tokio::signal::unix::{SignalKind, signal};
@@ -51,7 +53,26 @@ fn main() {
 async fn run(args: Args) -> Result<()> {
     let config = Config::load(&args.config).context("loading config")?;
     let terminator = Arc::new(Terminator::load(&config.listeners).context("loading TLS files")?);
-    let probe = start_probe(&config, args.print_events)?;
+    // Records: probe + terminator → joiner → exporter.
+    let (exporter, export) = Exporter::start(config.export.clone(), config.agent_id.clone());
+    let (tcp_tx, tcp_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
+    let probe = start_probe(&config, args.print_events, tcp_tx)?;
+    let distributions = config
+        .listeners
+        .iter()
+        .flat_map(|l| l.bind.iter().map(|a| (a.port(), l.distribution_id.clone())))
+        .collect();
+    let (join_tx, join_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
+    let join_cfg = JoinConfig::new(config.agent_id.clone(), probe.is_some(), distributions);
+    let join_stop = CancellationToken::new();
+    let joiner = tokio::spawn(join::run(
+        join_cfg,
+        tcp_rx,
+        join_rx,
+        Arc::new(JoinStats::default()),
+        join_stop.clone(),
+        move |record| export.send(record),
+    ));
     let (tx, mut rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
     let shutdown = CancellationToken::new();
     let running = terminator
@@ -61,11 +82,11 @@ async fn run(args: Args) -> Result<()> {
     let print = args.print_events;
     let printer = tokio::spawn(async move {
         while let Some(outcome) = rx.recv().await {
-            if !print {
-                continue;
-            }
-            if let Err(e) = print_json_line(&outcome) {
+            if print && let Err(e) = print_json_line(&outcome) {
                 error!(error = %e, "printing events");
+            }
+            if join_tx.send(outcome).await.is_err() {
+                break;
             }
         }
     });
@@ -94,20 +115,36 @@ async fn run(args: Args) -> Result<()> {
         info!(stats = ?probe.stats(), "detaching the kernel probe");
         drop(probe);
     }
-    // Outcomes of the drained connections are still printed.
-    if tokio::time::timeout(Duration::from_secs(1), printer)
+    // Outcomes of the drained connections are still printed and joined.
+    if tokio::time::timeout(Duration::from_secs(5), printer)
         .await
         .is_err()
     {
         info!("outcome printer did not finish");
     }
+    join_stop.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), joiner)
+        .await
+        .is_err()
+    {
+        error!("joiner did not finish; its pending records are lost");
+    }
+    let report = exporter.shutdown().await;
+    info!(
+        acked = report.acked,
+        not_sent = report.not_sent,
+        "exporter stopped"
+    );
     Ok(())
 }
 
 /// Starts the kernel probe on the listeners' ports (plus `[probe] ports`);
-/// its events are printed with `--print-events` until the joiner consumes
-/// them.
-fn start_probe(config: &Config, print: bool) -> Result<Option<Probe>> {
+/// its events are printed with `--print-events` and go to the joiner.
+fn start_probe(
+    config: &Config,
+    print: bool,
+    joiner: tokio::sync::mpsc::Sender<connlog_agent::TcpEvent>,
+) -> Result<Option<Probe>> {
     if !config.probe.enabled {
         return Ok(None);
     }
@@ -124,6 +161,8 @@ fn start_probe(config: &Config, print: bool) -> Result<Option<Probe>> {
             if print && let Err(e) = print_json_line(&event) {
                 error!(error = %e, "printing events");
             }
+            // After shutdown the joiner is gone; events are still printed.
+            let _ = joiner.send(event).await;
         }
     });
     Ok(Some(probe))

@@ -7,16 +7,21 @@
 
 pub mod agent;
 mod bins;
+mod collector;
 mod netns;
 mod nssock;
 pub mod pki;
 pub mod probefixture;
+mod synth_proc;
 mod tempdir;
 pub mod tlsclient;
 pub mod tlsfixture;
 pub mod upstream;
 
 pub use bins::bin_path;
+pub use collector::{CollectorProcess, finished_files, free_port, json_records, signal};
+pub use connlog_proto::sample::record as synth_record;
 pub use netns::{Netns, Pair};
 pub use nssock::reset;
+pub use synth_proc::SynthProcess;
 pub use tempdir::TempDir;

@@ -112,6 +112,19 @@ fn revoked_client_denied_unrevoked_succeeds_with_custom_data() -> Result<()> {
         "{ev}"
     );
     assert_eq!(ev["cert"]["serial"], GOOD_SERIAL, "{ev}");
+
+    // SIGHUP re-reads the store: un-revoked, the same client succeeds.
+    pki::write(dir, "kvs.json", "{}")?;
+    fx.agent.signal("HUP")?;
+    fx.agent.wait_log("reloaded")?;
+    let _tls = fx.tls(false, &ClientSpec::with_leaf(&revoked))?;
+    let ev = fx.agent.event()?;
+    assert_eq!(status(&ev), "Success", "{ev}");
+    assert_eq!(
+        ev["custom_data"],
+        format!("OK:{REVOKED_SERIAL} sni=edge.test"),
+        "{ev}"
+    );
     Ok(())
 }
 

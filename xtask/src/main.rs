@@ -2,6 +2,7 @@
 //! what it needs first.
 
 mod bench;
+mod codegen;
 mod demo;
 mod setup;
 mod shell;
@@ -22,6 +23,8 @@ enum Task {
     /// Install what this machine lacks: nightly rust-src, bpf-linker, Debian
     /// and Python packages the tests use. Idempotent.
     Setup,
+    /// Regenerate the checked-in protobuf code in `proto/src/gen/`.
+    Codegen,
     /// Run a benchmark and print its comparison table.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -40,6 +43,7 @@ fn main() {
     let args = Args::parse();
     let result: Result<()> = match args.task {
         Task::Setup => setup::run(),
+        Task::Codegen => codegen::run(),
         Task::Demo => demo::run(),
         Task::Bench(b) => bench::run(b),
         Task::Test { cargo_args } => test::run(&cargo_args),

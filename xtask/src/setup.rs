@@ -26,7 +26,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
 ];
 
 /// Python packages the tests use (pinned).
-const PYTHON_PACKAGES: &[(&str, &str)] = &[("scapy", "scapy==2.8.0")];
+const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("scapy", "scapy==2.8.0"),
+    // Independent Parquet reader for the collector's Parquet output.
+    ("pyarrow", "pyarrow==25.0.1"),
+];
 
 pub fn run() -> Result<()> {
     nightly_rust_src()?;

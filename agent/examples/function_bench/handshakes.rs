@@ -28,6 +28,8 @@ pub struct HandshakeRow {
     pub name: &'static str,
     pub handshakes: u64,
     pub per_sec: f64,
+    /// Process CPU time (clients and server together) per handshake.
+    pub cpu_per_handshake: Duration,
     pub statuses: String,
 }
 
@@ -160,13 +162,15 @@ pub async fn run(seconds: u64, concurrency: usize) -> anyhow::Result<Vec<Handsha
         .collect::<Result<_, _>>()?;
     let connectors = Arc::new(connectors);
 
-    let mut totals = [(0u64, Duration::ZERO), (0u64, Duration::ZERO)];
+    let mut totals = [(0u64, Duration::ZERO, Duration::ZERO); 2];
     // A B B A A B B A: linear drift and neighbours' load hit both alike.
     for which in [0, 1, 1, 0, 0, 1, 1, 0] {
         let addr = if which == 0 { plain } else { function };
+        let cpu = process_cpu();
         let (n, took) = load(&connectors, addr, Duration::from_secs(seconds), concurrency).await;
         totals[which].0 += n;
         totals[which].1 += took;
+        totals[which].2 += process_cpu().saturating_sub(cpu);
     }
     let drained = running.shutdown(Duration::from_secs(5)).await;
     drop(terminator);
@@ -184,19 +188,16 @@ pub async fn run(seconds: u64, concurrency: usize) -> anyhow::Result<Vec<Handsha
         v.sort();
         v.join(", ")
     };
+    let row = |name, (n, took, cpu): (u64, Duration, Duration), id| HandshakeRow {
+        name,
+        handshakes: n,
+        per_sec: n as f64 / took.as_secs_f64(),
+        cpu_per_handshake: cpu / u32::try_from(n.max(1)).unwrap_or(u32::MAX),
+        statuses: statuses(id),
+    };
     Ok(vec![
-        HandshakeRow {
-            name: "no function",
-            handshakes: totals[0].0,
-            per_sec: totals[0].0 as f64 / totals[0].1.as_secs_f64(),
-            statuses: statuses("EPLAIN"),
-        },
-        HandshakeRow {
-            name: "KVS revocation function",
-            handshakes: totals[1].0,
-            per_sec: totals[1].0 as f64 / totals[1].1.as_secs_f64(),
-            statuses: statuses("EFUNCTION"),
-        },
+        row("no function", totals[0], "EPLAIN"),
+        row("KVS revocation function", totals[1], "EFUNCTION"),
     ])
 }
 
@@ -229,6 +230,15 @@ async fn load(
     stop.store(true, Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
     (done.load(Ordering::Relaxed), started.elapsed())
+}
+
+/// CPU time used by this whole process so far.
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// The certificates of a PEM text (the root only, here).

@@ -1,6 +1,8 @@
 //! `cargo xtask bench function` (release build): full mTLS handshakes/s
 //! through the real terminator with the KVS revocation function vs without,
 //! side by side in one run, the function's execution time under that load,
+//! and the process CPU time per handshake (clients and server share the
+//! process: on a shared box CPU per handshake is steadier than the rate),
 //! then the engine alone. Prints markdown tables for docs/benchmarks.md.
 
 mod engine;
@@ -41,16 +43,21 @@ async fn main() -> anyhow::Result<()> {
         "Full mTLS handshakes (TLS 1.3, P-256, no resumption), in-process terminator on \
          loopback, {concurrency} concurrent clients, 4 × {seconds} s per row, interleaved ABBAABBA\n"
     );
-    println!("| listener | handshakes | handshakes/s | relative | outcomes |");
-    println!("|---|---:|---:|---:|---|");
-    let base = rows[0].per_sec;
+    println!(
+        "| listener | handshakes | handshakes/s | relative | CPU µs / handshake | relative by CPU | outcomes |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    let (base, base_cpu) = (rows[0].per_sec, rows[0].cpu_per_handshake.as_secs_f64());
     for r in &rows {
+        let cpu = r.cpu_per_handshake.as_secs_f64();
         println!(
-            "| {} | {} | {:.0} | {:.1} % | {} |",
+            "| {} | {} | {:.0} | {:.1} % | {:.0} | {:.1} % | {} |",
             r.name,
             r.handshakes,
             r.per_sec,
             100.0 * r.per_sec / base,
+            cpu * 1e6,
+            100.0 * base_cpu / cpu,
             r.statuses
         );
     }

@@ -18,12 +18,14 @@ use serde::Deserialize;
 use super::{ConfigError, Ctx};
 use crate::function::{Kvs, Program};
 
-/// A validated connection function, ready for the pool.
+/// A connection function whose files were valid when the config was
+/// loaded. The program itself is built by [`FunctionConfig::reload`] each
+/// time a listener starts or reloads, so the config does not keep a second
+/// copy of a store of up to 5 MB alive.
 #[derive(Debug, Clone)]
 pub struct FunctionConfig {
     pub file: PathBuf,
     pub kvs: Option<PathBuf>,
-    pub program: Arc<Program>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,8 +44,8 @@ impl RawConnectionFunction {
     pub(super) fn validate(self, ctx: &Ctx, key: &str) -> Result<FunctionConfig, ConfigError> {
         let file = ctx.path(&self.file);
         let kvs = self.kvs.map(|p| ctx.path(&p));
-        let program = load(&file, kvs.as_deref(), key)?;
-        Ok(FunctionConfig { file, kvs, program })
+        load(&file, kvs.as_deref(), key)?;
+        Ok(FunctionConfig { file, kvs })
     }
 }
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use error::ConfigError;
-pub use export::ExportConfig;
+pub use export::{ExportConfig, ExportProtocol, ExportTls};
 pub use function::FunctionConfig;
 pub use listener::{ListenerConfig, SniCertificate, Tenant};
 pub use mtls::{AccessRules, KeyType, MtlsConfig, MtlsMode};

@@ -97,8 +97,6 @@ fn cert_info(cert: &ClientCertInfo) -> CertInfo {
     }
 }
 
-/// The terminator's gate has no Internal verdict: a pool failure becomes
-/// an error whose reason starts with `internal:` (counted by the pool).
 fn gate_verdict(result: FunctionResult) -> GateVerdict {
     let custom_data = result.custom_data;
     match result.verdict {
@@ -108,8 +106,8 @@ fn gate_verdict(result: FunctionResult) -> GateVerdict {
             reason,
             custom_data,
         },
-        Verdict::Internal(reason) => GateVerdict::Error {
-            reason: format!("internal: {reason}"),
+        Verdict::Internal(reason) => GateVerdict::Internal {
+            reason,
             custom_data,
         },
     }
@@ -118,6 +116,44 @@ fn gate_verdict(result: FunctionResult) -> GateVerdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_verdict_maps_onto_its_gate_verdict() {
+        let result = |verdict| FunctionResult {
+            verdict,
+            custom_data: Some("c".into()),
+            exec_time: std::time::Duration::ZERO,
+        };
+        let custom_data = Some("c".to_string());
+        assert_eq!(
+            gate_verdict(result(Verdict::Allow)),
+            GateVerdict::Allow {
+                custom_data: custom_data.clone()
+            }
+        );
+        assert_eq!(
+            gate_verdict(result(Verdict::Deny)),
+            GateVerdict::Deny {
+                custom_data: custom_data.clone()
+            }
+        );
+        assert_eq!(
+            gate_verdict(result(Verdict::Error("boom".into()))),
+            GateVerdict::Error {
+                reason: "boom".into(),
+                custom_data: custom_data.clone()
+            }
+        );
+        assert_eq!(
+            gate_verdict(result(Verdict::Internal(
+                "connection function queue full".into()
+            ))),
+            GateVerdict::Internal {
+                reason: "connection function queue full".into(),
+                custom_data
+            }
+        );
+    }
 
     #[test]
     fn validity_is_split_into_its_times() {

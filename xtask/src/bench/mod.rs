@@ -1,11 +1,12 @@
 //! `cargo xtask bench <what>`: side-by-side comparisons in one run, printed
 //! as a table (numbers for `docs/benchmarks.md`). Benchmarks, not tests.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Subcommand;
 
 mod function;
 mod kernel;
+mod pipeline;
 mod tls;
 
 #[derive(Debug, Subcommand)]
@@ -26,8 +27,6 @@ pub fn run(bench: Bench) -> Result<()> {
         Bench::Function => function::run(),
         Bench::Kernel => kernel::run(),
         Bench::Tls => tls::run(),
-        Bench::Pipeline => {
-            bail!("bench {bench:?}: not implemented yet")
-        }
+        Bench::Pipeline => pipeline::run(),
     }
 }

@@ -1,0 +1,100 @@
+//! The exporter: batches records by size and age and streams them to the
+//! collector (connlog.v1 gRPC, TLS or mTLS optional) or to an OTLP
+//! endpoint; resends what is not acknowledged, backs off with jitter while
+//! the collector is away, holds a bounded buffer (records and bytes) with
+//! an optional disk spool, and drops-and-counts past capacity.
+
+mod buffer;
+mod run;
+mod spool;
+mod stats;
+mod transport;
+
+use std::sync::Arc;
+
+use connlog_proto::v1::ConnectionRecord;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::ExportConfig;
+pub use stats::ExportStats;
+
+/// Records waiting between the joiner and the exporter task. Full: drop
+/// and count (`dropped_queue_full`); the task drains it continuously.
+const INPUT_QUEUE: usize = 16_384;
+
+/// Where the joiner hands records over. Cheap to clone; never blocks.
+#[derive(Clone)]
+pub struct ExportHandle {
+    tx: mpsc::Sender<ConnectionRecord>,
+    stats: Arc<ExportStats>,
+}
+
+impl ExportHandle {
+    pub fn send(&self, record: ConnectionRecord) {
+        match self.tx.try_send(record) {
+            Ok(()) => {
+                ExportStats::add(&self.stats.records_in, 1);
+            }
+            Err(_) => ExportStats::drop_records(
+                &self.stats.dropped_queue_full,
+                1,
+                "export input queue full",
+            ),
+        }
+    }
+}
+
+/// What shutdown could and could not deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    pub acked: u64,
+    pub not_sent: u64,
+}
+
+pub struct Exporter {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<u64>,
+    stats: Arc<ExportStats>,
+}
+
+impl Exporter {
+    /// Starts the exporter task. Without an endpoint, records are accepted
+    /// and counted as unsent.
+    pub fn start(cfg: ExportConfig, agent_id: String) -> (Exporter, ExportHandle) {
+        let stats = Arc::new(ExportStats::default());
+        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+        let (stop, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(run::run(cfg, agent_id, rx, stop_rx, stats.clone()));
+        (
+            Exporter {
+                stop,
+                task,
+                stats: stats.clone(),
+            },
+            ExportHandle { tx, stats },
+        )
+    }
+
+    pub fn stats(&self) -> Arc<ExportStats> {
+        self.stats.clone()
+    }
+
+    /// Sends what it can within the configured deadline and reports what
+    /// it could not.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let _ = self.stop.send(());
+        let not_sent = self.task.await.unwrap_or(0);
+        let acked = ExportStats::get(&self.stats.records_acked);
+        if not_sent > 0 {
+            tracing::error!(
+                not_sent,
+                acked,
+                "shutdown deadline passed with records unsent"
+            );
+        } else {
+            tracing::info!(acked, "exporter flushed every record");
+        }
+        ShutdownReport { acked, not_sent }
+    }
+}

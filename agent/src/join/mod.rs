@@ -1,0 +1,106 @@
+//! The joiner: pairs the kernel's [`TcpEvent`]s with the terminator's
+//! [`TlsOutcome`]s into one `connlog.v1` record per connection attempt
+//! (the rules are in `table.rs`), and hands each record to the exporter.
+
+mod record;
+mod stats;
+mod table;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use connlog_proto::v1::ConnectionRecord;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::probe::TcpEvent;
+use crate::tls::TlsOutcome;
+pub use stats::JoinStats;
+use table::{Settings, Table};
+
+/// How the joiner waits and how much it holds.
+#[derive(Debug, Clone)]
+pub struct JoinConfig {
+    pub agent_id: String,
+    /// How long a TLS outcome waits for its kernel half; zero when there
+    /// is no probe.
+    pub grace: Duration,
+    pub kernel_ttl: Duration,
+    pub capacity: usize,
+    /// Server port → distributionId, for kernel-only records.
+    pub distributions: HashMap<u16, String>,
+}
+
+impl JoinConfig {
+    pub fn new(agent_id: String, probe: bool, distributions: HashMap<u16, String>) -> Self {
+        Self {
+            agent_id,
+            grace: if probe {
+                Duration::from_millis(500)
+            } else {
+                Duration::ZERO
+            },
+            kernel_ttl: Duration::from_secs(120),
+            capacity: 65_536,
+            distributions,
+        }
+    }
+}
+
+/// Runs until both inputs are closed, or `stop` is cancelled and the TLS
+/// input is closed (the terminator has stopped); then takes the kernel
+/// events already queued, emits what still waits and returns. `emit`
+/// receives every record exactly once.
+pub async fn run(
+    cfg: JoinConfig,
+    mut tcp: mpsc::Receiver<TcpEvent>,
+    mut tls: mpsc::Receiver<TlsOutcome>,
+    stats: Arc<JoinStats>,
+    stop: CancellationToken,
+    mut emit: impl FnMut(ConnectionRecord),
+) {
+    let mut table = Table::new(Settings {
+        agent_id: cfg.agent_id,
+        grace: cfg.grace,
+        kernel_ttl: cfg.kernel_ttl,
+        capacity: cfg.capacity.max(1),
+        distributions: cfg.distributions,
+    });
+    let mut out = Vec::new();
+    let (mut tcp_open, mut tls_open) = (true, true);
+    let mut stopping = false;
+    // Stopping ends the loop once the terminator's outcomes are all in.
+    while tls_open || (tcp_open && !stopping) {
+        let deadline = table.next_deadline();
+        tokio::select! {
+            () = stop.cancelled(), if !stopping => stopping = true,
+            ev = tcp.recv(), if tcp_open => match ev {
+                Some(ev) => table.on_tcp(ev, Instant::now(), &mut out, &stats),
+                None => tcp_open = false,
+            },
+            o = tls.recv(), if tls_open => match o {
+                Some(o) => table.on_tls(o, Instant::now(), &mut out, &stats),
+                None => tls_open = false,
+            },
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                table.expire(Instant::now(), &mut out, &stats);
+            }
+        }
+        for r in out.drain(..) {
+            emit(r);
+        }
+    }
+    while let Ok(ev) = tcp.try_recv() {
+        table.on_tcp(ev, Instant::now(), &mut out, &stats);
+    }
+    table.flush(&mut out, &stats);
+    tracing::debug!(left = out.len(), "joiner flushed");
+    for r in out.drain(..) {
+        emit(r);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+//! Building the wire record from the agent's types: the one place the
+//! agent's `Status` becomes `connlog.v1`'s enums.
+
+use connlog_proto::parse_rfc3339_s;
+use connlog_proto::v1::{self, ConnectionRecord};
+
+use crate::probe::TcpFailureDetail;
+use crate::tls::TlsOutcome;
+use crate::{FailureCode, Status, Tuple};
+
+pub(crate) fn wire_code(code: FailureCode) -> v1::FailureCode {
+    use FailureCode as F;
+    use v1::FailureCode as W;
+    match code {
+        F::ClientCertMaxChainDepthExceeded => W::ClientCertMaxChainDepthExceeded,
+        F::ClientCertMaxSizeExceeded => W::ClientCertMaxSizeExceeded,
+        F::ClientCertInvalid => W::ClientCertInvalid,
+        F::ClientCertTypeUnsupported => W::ClientCertTypeUnsupported,
+        F::ClientCertUntrusted => W::ClientCertUntrusted,
+        F::ClientCertExpired => W::ClientCertExpired,
+        F::ClientCertNotYetValid => W::ClientCertNotYetValid,
+        F::ClientCertIntentInvalid => W::ClientCertIntentInvalid,
+        F::ClientCertRejected => W::ClientCertRejected,
+        F::ConnectionFunctionError => W::ConnectionFunctionError,
+        F::ConnectionFunctionDenied => W::ConnectionFunctionDenied,
+        F::ClientCertMissing => W::ClientCertMissing,
+        F::TcpError => W::TcpError,
+        F::TcpTimeout => W::TcpTimeout,
+        F::Internal => W::Internal,
+        F::UnmappedConnectionError => W::UnmappedConnectionError,
+    }
+}
+
+pub(crate) fn set_status(r: &mut ConnectionRecord, status: Status) {
+    match status {
+        Status::Success => {
+            r.set_status(v1::Status::Success);
+            r.set_failure_code(v1::FailureCode::Unspecified);
+        }
+        Status::Failed(code) => {
+            r.set_status(v1::Status::Failed);
+            r.set_failure_code(wire_code(code));
+        }
+    }
+}
+
+fn addresses(r: &mut ConnectionRecord, tuple: &Tuple) {
+    r.client_ip = tuple.client.ip().to_string();
+    r.client_port = u32::from(tuple.client.port());
+    r.server_ip = tuple.server.ip().to_string();
+    r.server_port = u32::from(tuple.server.port());
+}
+
+/// `tcpFailureDetail` applies to TcpError / TcpTimeout only; for other
+/// codes the terminator's detail is a human reason, not a record field.
+fn is_tcp(status: Status) -> bool {
+    matches!(
+        status,
+        Status::Failed(FailureCode::TcpError | FailureCode::TcpTimeout)
+    )
+}
+
+/// A record from the terminator's outcome; kernel fields left empty.
+pub(crate) fn from_tls(o: &TlsOutcome, agent_id: &str) -> ConnectionRecord {
+    let mut r = ConnectionRecord {
+        event_timestamp_ms: o.event_time,
+        connection_id: o.connection_id.to_string(),
+        distribution_id: o.distribution_id.clone(),
+        distribution_tenant_id: o.tenant_id.clone(),
+        tls_protocol: o.tls_protocol.clone(),
+        tls_cipher: o.tls_cipher.clone(),
+        tls_handshake_duration_ms: o.handshake_ms,
+        tls_sni: o.sni.clone(),
+        connection_log_custom_data: o.custom_data.clone(),
+        tcp_failure_detail: o.detail.clone().filter(|_| is_tcp(o.status)),
+        agent_id: agent_id.to_owned(),
+        ..Default::default()
+    };
+    addresses(&mut r, &o.tuple);
+    set_status(&mut r, o.status);
+    if let Some(cert) = &o.cert {
+        r.client_leaf_cert_serial_number = Some(cert.serial.clone());
+        r.client_leaf_cert_subject = Some(cert.subject.clone().into_bytes());
+        r.client_leaf_cert_issuer = Some(cert.issuer.clone().into_bytes());
+        let (nb, na) = parse_validity(&cert.validity);
+        r.client_leaf_cert_not_before_s = nb;
+        r.client_leaf_cert_not_after_s = na;
+        r.client_leaf_cert_sha256 = Some(cert.sha256.clone()).filter(|s| !s.is_empty());
+        r.client_leaf_cert_sans = Some(cert.sans.clone().into_bytes()).filter(|s| !s.is_empty());
+    }
+    r
+}
+
+/// `NotBefore=…Z;NotAfter=…Z` → Unix seconds.
+fn parse_validity(text: &str) -> (Option<i64>, Option<i64>) {
+    let mut nb = None;
+    let mut na = None;
+    for part in text.split(';') {
+        if let Some(v) = part.strip_prefix("NotBefore=") {
+            nb = parse_rfc3339_s(v);
+        } else if let Some(v) = part.strip_prefix("NotAfter=") {
+            na = parse_rfc3339_s(v);
+        }
+    }
+    (nb, na)
+}
+
+/// A record for a kernel-level failure that never reached `accept()`.
+pub(crate) struct KernelFailure<'a> {
+    pub(crate) tuple: &'a Tuple,
+    pub(crate) code: FailureCode,
+    pub(crate) detail: &'a TcpFailureDetail,
+    pub(crate) synack_retransmits: u32,
+    pub(crate) event_time_ms: u64,
+    pub(crate) distribution_id: String,
+}
+
+pub(crate) fn from_kernel(k: KernelFailure<'_>, agent_id: &str) -> ConnectionRecord {
+    let mut r = ConnectionRecord {
+        event_timestamp_ms: k.event_time_ms,
+        connection_id: crate::ConnectionId::generate().to_string(),
+        distribution_id: k.distribution_id,
+        syn_ack_retransmits: Some(k.synack_retransmits),
+        tcp_failure_detail: Some(k.detail.to_string()),
+        agent_id: agent_id.to_owned(),
+        ..Default::default()
+    };
+    addresses(&mut r, k.tuple);
+    set_status(&mut r, Status::Failed(k.code));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_maps_to_its_wire_name() {
+        for code in FailureCode::ALL {
+            assert_eq!(
+                connlog_proto::failure_code_name(wire_code(code)),
+                Some(code.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn validity_round_trips() {
+        assert_eq!(
+            parse_validity("NotBefore=2025-06-05T23:28:21Z;NotAfter=2125-05-14T23:33:21Z"),
+            (Some(1_749_166_101), Some(4_902_939_201))
+        );
+        assert_eq!(parse_validity(""), (None, None));
+    }
+}

@@ -1,0 +1,289 @@
+//! The pending table: each half of an attempt waits here for the other,
+//! keyed by 4-tuple + socket cookie, so a reused client port (a new child
+//! socket, a new cookie) never merges with an earlier attempt.
+//!
+//! - TLS outcome + `Established` → one record with the kernel fields.
+//! - TLS outcome alone → emitted after `grace` with kernel fields empty.
+//! - kernel `Failed` → a kernel-only record at once (it never reached
+//!   `accept()`, so no TLS outcome will come).
+//! - kernel `Reset` + TLS `TcpError` (RST/EOF during TLS) → one TcpError
+//!   record, `rst-during-tls`.
+//! - full table → the oldest entry leaves early: a TLS outcome is emitted
+//!   without kernel fields, a kernel half is dropped; both counted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use connlog_proto::v1::ConnectionRecord;
+use tokio::time::Instant;
+
+use super::record::{self, KernelFailure};
+use super::stats::JoinStats;
+use crate::probe::TcpEvent;
+use crate::tls::TlsOutcome;
+use crate::{FailureCode, MonoNanos, Status, Tuple};
+
+type Key = (Tuple, u64);
+
+#[derive(Debug, Default)]
+struct KernelHalf {
+    /// (µs from SYN to ESTABLISHED, SYN-ACK retransmits).
+    established: Option<(u64, u32)>,
+    reset_at: Option<MonoNanos>,
+}
+
+enum Entry {
+    Kernel(KernelHalf),
+    Tls(Box<TlsOutcome>),
+}
+
+pub(crate) struct Settings {
+    pub(crate) agent_id: String,
+    /// How long a TLS outcome waits for its kernel half.
+    pub(crate) grace: Duration,
+    /// How long a kernel half waits for its TLS outcome (the handshake can
+    /// take up to the listener's handshake timeout).
+    pub(crate) kernel_ttl: Duration,
+    pub(crate) capacity: usize,
+    /// Server port → distributionId, for kernel-only records.
+    pub(crate) distributions: HashMap<u16, String>,
+}
+
+pub(crate) struct Table {
+    s: Settings,
+    entries: HashMap<Key, (Entry, u64)>,
+    /// (deadline, insertion number) → key; stale items are skipped.
+    deadlines: BTreeMap<(Instant, u64), Key>,
+    next_id: u64,
+}
+
+impl Table {
+    pub(crate) fn new(s: Settings) -> Self {
+        Self {
+            s,
+            entries: HashMap::new(),
+            deadlines: BTreeMap::new(),
+            next_id: 0,
+        }
+    }
+
+    /// When the next entry times out.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.keys().next().map(|(t, _)| *t)
+    }
+
+    fn insert(
+        &mut self,
+        key: Key,
+        entry: Entry,
+        ttl: Duration,
+        now: Instant,
+        out: &mut Vec<ConnectionRecord>,
+        stats: &JoinStats,
+    ) {
+        while self.entries.len() >= self.s.capacity {
+            let Some(((_, id), old)) = self.deadlines.pop_first() else {
+                break;
+            };
+            if let Some(e) = self.take_current(old, id) {
+                self.leave(e, out, stats, true);
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.deadlines.insert((now + ttl, id), key);
+        self.entries.insert(key, (entry, id));
+    }
+
+    /// Removes the entry at `key` if it is still the one deadline `id`
+    /// was set for (a later entry for the key has its own deadline).
+    fn take_current(&mut self, key: Key, id: u64) -> Option<Entry> {
+        if self.entries.get(&key).is_some_and(|(_, i)| *i == id) {
+            return self.entries.remove(&key).map(|(e, _)| e);
+        }
+        None
+    }
+
+    /// An entry leaving without its other half (timeout or overflow).
+    fn leave(&self, e: Entry, out: &mut Vec<ConnectionRecord>, stats: &JoinStats, overflow: bool) {
+        match e {
+            Entry::Tls(o) => {
+                out.push(record::from_tls(&o, &self.s.agent_id));
+                if overflow {
+                    JoinStats::bump(&stats.overflow_emitted);
+                } else {
+                    JoinStats::bump(&stats.tls_only);
+                }
+            }
+            Entry::Kernel(_) => {
+                if overflow {
+                    JoinStats::drop_kernel(&stats.overflow_kernel_dropped);
+                } else {
+                    JoinStats::bump(&stats.kernel_expired);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_tls(
+        &mut self,
+        o: TlsOutcome,
+        now: Instant,
+        out: &mut Vec<ConnectionRecord>,
+        stats: &JoinStats,
+    ) {
+        let Some(cookie) = o.cookie else {
+            // Without a cookie nothing can be joined safely.
+            JoinStats::bump(&stats.tls_only);
+            out.push(record::from_tls(&o, &self.s.agent_id));
+            return;
+        };
+        let key = (o.tuple, cookie);
+        match self.entries.remove(&key) {
+            Some((Entry::Kernel(k), _)) => {
+                JoinStats::bump(&stats.joined);
+                out.push(merge(&o, &k, &self.s.agent_id));
+            }
+            Some((Entry::Tls(earlier), id)) => {
+                // Two outcomes for one socket cannot happen; keep the first.
+                self.entries.insert(key, (Entry::Tls(earlier), id));
+                JoinStats::bump(&stats.duplicate_outcomes);
+            }
+            None if self.s.grace.is_zero() => {
+                JoinStats::bump(&stats.tls_only);
+                out.push(record::from_tls(&o, &self.s.agent_id));
+            }
+            None => {
+                let grace = self.s.grace;
+                self.insert(key, Entry::Tls(Box::new(o)), grace, now, out, stats);
+            }
+        }
+    }
+
+    pub(crate) fn on_tcp(
+        &mut self,
+        ev: TcpEvent,
+        now: Instant,
+        out: &mut Vec<ConnectionRecord>,
+        stats: &JoinStats,
+    ) {
+        match ev {
+            TcpEvent::Failed {
+                tuple,
+                code,
+                detail,
+                failed_at,
+                synack_retransmits,
+                ..
+            } => {
+                JoinStats::bump(&stats.kernel_only);
+                let distribution_id = self
+                    .s
+                    .distributions
+                    .get(&tuple.server.port())
+                    .cloned()
+                    .unwrap_or_default();
+                out.push(record::from_kernel(
+                    KernelFailure {
+                        tuple: &tuple,
+                        code,
+                        detail: &detail,
+                        synack_retransmits,
+                        event_time_ms: wall_ms_of(failed_at),
+                        distribution_id,
+                    },
+                    &self.s.agent_id,
+                ));
+            }
+            TcpEvent::Established {
+                tuple,
+                cookie,
+                syn_at,
+                established_at,
+                synack_retransmits,
+            } => {
+                let est = (established_at.micros_since(syn_at), synack_retransmits);
+                self.kernel_half((tuple, cookie), now, out, stats, |k| {
+                    k.established = Some(est)
+                });
+            }
+            TcpEvent::Reset { tuple, cookie, at } => {
+                self.kernel_half((tuple, cookie), now, out, stats, |k| k.reset_at = Some(at));
+            }
+        }
+    }
+
+    fn kernel_half(
+        &mut self,
+        key: Key,
+        now: Instant,
+        out: &mut Vec<ConnectionRecord>,
+        stats: &JoinStats,
+        update: impl FnOnce(&mut KernelHalf),
+    ) {
+        match self.entries.get_mut(&key) {
+            Some((Entry::Kernel(k), _)) => update(k),
+            Some((Entry::Tls(_), _)) => {
+                let mut k = KernelHalf::default();
+                update(&mut k);
+                if let Some((Entry::Tls(o), _)) = self.entries.remove(&key) {
+                    JoinStats::bump(&stats.joined);
+                    out.push(merge(&o, &k, &self.s.agent_id));
+                }
+            }
+            None => {
+                let mut k = KernelHalf::default();
+                update(&mut k);
+                let ttl = self.s.kernel_ttl;
+                self.insert(key, Entry::Kernel(k), ttl, now, out, stats);
+            }
+        }
+    }
+
+    /// Entries past their deadline leave.
+    pub(crate) fn expire(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<ConnectionRecord>,
+        stats: &JoinStats,
+    ) {
+        while let Some(entry) = self.deadlines.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let ((_, id), key) = entry.remove_entry();
+            if let Some(e) = self.take_current(key, id) {
+                self.leave(e, out, stats, false);
+            }
+        }
+    }
+
+    /// Shutdown: every waiting TLS outcome is emitted now.
+    pub(crate) fn flush(&mut self, out: &mut Vec<ConnectionRecord>, stats: &JoinStats) {
+        self.deadlines.clear();
+        for (_, (e, _)) in std::mem::take(&mut self.entries) {
+            self.leave(e, out, stats, false);
+        }
+    }
+}
+
+/// The TLS outcome's record with the kernel's fields added.
+fn merge(o: &TlsOutcome, k: &KernelHalf, agent_id: &str) -> ConnectionRecord {
+    let mut r = record::from_tls(o, agent_id);
+    if let Some((us, retransmits)) = k.established {
+        r.tcp_handshake_duration_us = Some(us);
+        r.syn_ack_retransmits = Some(retransmits);
+    }
+    // The kernel saw the client's RST: whatever the terminator read (RST or
+    // EOF), it was a reset during the handshake.
+    if k.reset_at.is_some() && o.status == Status::Failed(FailureCode::TcpError) {
+        r.tcp_failure_detail = Some("rst-during-tls".to_owned());
+    }
+    r
+}
+
+/// Unix ms of a monotonic kernel timestamp.
+fn wall_ms_of(t: MonoNanos) -> u64 {
+    let age_ms = MonoNanos::now().0.saturating_sub(t.0) / 1_000_000;
+    crate::tls::epoch_millis().saturating_sub(age_ms)
+}

@@ -1,0 +1,190 @@
+//! The gRPC service: `Ship` (batches in, acks out once written) and
+//! `Observe` (live tail).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use connlog_proto::status_text;
+use connlog_proto::v1::collector_server::Collector;
+use connlog_proto::v1::{Ack, ConnectionRecord, ObserveRequest, RecordBatch};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::filter::Filter;
+use crate::writer::Job;
+
+pub(crate) struct Service {
+    pub(crate) jobs: mpsc::Sender<Job>,
+    pub(crate) observers: broadcast::Sender<Arc<ConnectionRecord>>,
+    pub(crate) max_batch_records: usize,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Why a record cannot be accepted, if it cannot.
+fn check_record(r: &ConnectionRecord) -> Result<(), String> {
+    if r.connection_id.is_empty() {
+        return Err("connection_id is empty".into());
+    }
+    if status_text(r).is_none() {
+        return Err(format!(
+            "status {:?} with failure code {:?} is not a valid connectionStatus",
+            r.status, r.failure_code
+        ));
+    }
+    if r.client_ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!("client_ip {:?} is not an address", r.client_ip));
+    }
+    Ok(())
+}
+
+fn check_batch(batch: &RecordBatch, max_records: usize) -> Result<(), Status> {
+    if batch.records.len() > max_records {
+        return Err(Status::invalid_argument(format!(
+            "batch {}: {} records, more than the collector's limit of {max_records}",
+            batch.sequence,
+            batch.records.len()
+        )));
+    }
+    for (i, r) in batch.records.iter().enumerate() {
+        check_record(r).map_err(|reason| {
+            Status::invalid_argument(format!("batch {}: record {i}: {reason}", batch.sequence))
+        })?;
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Collector for Service {
+    type ShipStream = BoxStream<Ack>;
+    type ObserveStream = BoxStream<ConnectionRecord>;
+
+    async fn ship(
+        &self,
+        request: Request<Streaming<RecordBatch>>,
+    ) -> Result<Response<Self::ShipStream>, Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let jobs = self.jobs.clone();
+        let max = self.max_batch_records;
+        tokio::spawn(async move {
+            loop {
+                let batch = match inbound.message().await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::warn!(peer = ?peer, error = %status.message(), "bad message from agent");
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
+                if let Err(status) = check_batch(&batch, max) {
+                    tracing::warn!(peer = ?peer, error = %status.message(), "rejected batch");
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
+                let (done, answer) = oneshot::channel();
+                let sequence = batch.sequence;
+                let job = Job::Write {
+                    records: batch.records,
+                    done,
+                };
+                if jobs.send(job).await.is_err() {
+                    let _ = tx
+                        .send(Err(Status::unavailable("collector shutting down")))
+                        .await;
+                    break;
+                }
+                let reply = match answer.await {
+                    Ok(Ok(duplicates)) => Ok(Ack {
+                        sequence,
+                        duplicates,
+                    }),
+                    Ok(Err(reason)) => Err(Status::unavailable(format!(
+                        "batch {sequence} not written: {reason}"
+                    ))),
+                    Err(_) => Err(Status::unavailable("collector shutting down")),
+                };
+                let stop = reply.is_err();
+                if tx.send(reply).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn observe(
+        &self,
+        request: Request<ObserveRequest>,
+    ) -> Result<Response<Self::ObserveStream>, Status> {
+        let filter = Filter::parse(request.get_ref()).map_err(Status::invalid_argument)?;
+        let mut records = self.observers.subscribe();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut lagged: u64 = 0;
+            loop {
+                match records.recv().await {
+                    Ok(r) => {
+                        if filter.matches(&r) && tx.send(Ok((*r).clone())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        lagged += n;
+                        tracing::warn!(
+                            skipped = n,
+                            total = lagged,
+                            "observer too slow; records skipped"
+                        );
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connlog_proto::v1::{FailureCode, Status as RecStatus};
+
+    #[test]
+    fn malformed_records_get_invalid_argument_naming_them() {
+        let mut good = ConnectionRecord {
+            connection_id: "a".into(),
+            client_ip: "198.18.0.2".into(),
+            ..Default::default()
+        };
+        good.set_status(RecStatus::Failed);
+        good.set_failure_code(FailureCode::TcpError);
+        let mut batch = RecordBatch {
+            sequence: 7,
+            agent_id: "h".into(),
+            records: vec![good.clone(), ConnectionRecord::default()],
+        };
+        let err = check_batch(&batch, 10).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.message(), "batch 7: record 1: connection_id is empty");
+        batch.records[1] = good.clone();
+        batch.records[1].failure_code = 0;
+        let err = check_batch(&batch, 10).unwrap_err();
+        assert!(
+            err.message().starts_with("batch 7: record 1: status"),
+            "{}",
+            err.message()
+        );
+        batch.records[1] = good;
+        assert!(check_batch(&batch, 10).is_ok());
+        let err = check_batch(&batch, 1).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "batch 7: 2 records, more than the collector's limit of 1"
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! The one thread that writes: takes batches in order, drops duplicates,
+//! writes every sink, and answers only when the batch is written (or says
+//! why not). Finished records go to live observers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use connlog_proto::v1::ConnectionRecord;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::dedup::Dedup;
+use crate::sink::{Sink, SinkError};
+
+/// What the writer thread is asked to do.
+pub(crate) enum Job {
+    /// Write a batch; answer `Ok(duplicates)` once every sink wrote it.
+    Write {
+        records: Vec<ConnectionRecord>,
+        done: oneshot::Sender<Result<u32, String>>,
+    },
+    /// Housekeeping: finalise idle files, expire dedup entries.
+    Tick,
+    /// Finalise every file and stop; later jobs are refused.
+    Stop,
+}
+
+pub(crate) struct Writer {
+    sinks: Vec<Sink>,
+    dedup: Dedup,
+    observers: broadcast::Sender<Arc<ConnectionRecord>>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        sinks: Vec<Sink>,
+        dedup: Dedup,
+        observers: broadcast::Sender<Arc<ConnectionRecord>>,
+    ) -> Self {
+        Self {
+            sinks,
+            dedup,
+            observers,
+        }
+    }
+
+    /// Runs until told to stop (or every sender is gone), then finalises
+    /// all files.
+    pub(crate) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        for sink in &mut self.sinks {
+            let n = sink.recover();
+            if n > 0 {
+                tracing::info!(files = n, "finalised files left by a previous run");
+            }
+        }
+        while let Some(job) = jobs.blocking_recv() {
+            match job {
+                Job::Write { records, done } => {
+                    let result = self.write(records);
+                    let _ = done.send(result);
+                }
+                Job::Tick => {
+                    let now = Instant::now();
+                    for sink in &mut self.sinks {
+                        sink.tick(now);
+                    }
+                    self.dedup.expire(now);
+                }
+                Job::Stop => break,
+            }
+        }
+        for sink in &mut self.sinks {
+            sink.close();
+        }
+        tracing::info!("all files finalised");
+    }
+
+    fn write(&mut self, records: Vec<ConnectionRecord>) -> Result<u32, String> {
+        let now = Instant::now();
+        let keys: Vec<u64> = records
+            .iter()
+            .map(|r| self.dedup.key(&r.connection_id))
+            .collect();
+        // A record repeated inside the batch counts once.
+        let mut first = vec![true; records.len()];
+        let mut seen = std::collections::HashSet::with_capacity(records.len());
+        for (i, k) in keys.iter().enumerate() {
+            first[i] = seen.insert(*k);
+        }
+        let all_sinks = if self.sinks.len() >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.sinks.len()) - 1
+        };
+        let fresh: Vec<bool> = keys
+            .iter()
+            .zip(&first)
+            .map(|(k, f)| *f && self.dedup.written_by(*k) != all_sinks)
+            .collect();
+        let mut failure: Option<SinkError> = None;
+        for (index, sink) in self.sinks.iter_mut().enumerate() {
+            let bit = 1u64 << index.min(63);
+            let todo: Vec<usize> = (0..records.len())
+                .filter(|&i| first[i] && self.dedup.written_by(keys[i]) & bit == 0)
+                .collect();
+            let refs: Vec<&ConnectionRecord> = todo.iter().map(|&i| &records[i]).collect();
+            match sink.write(&refs) {
+                Ok(()) => {
+                    for i in todo {
+                        self.dedup.mark(keys[i], index, now);
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "batch not written; not acknowledged");
+                    failure.get_or_insert(err);
+                }
+            }
+        }
+        if let Some(err) = failure {
+            return Err(err.to_string());
+        }
+        let mut duplicates = 0u32;
+        for (r, is_fresh) in records.into_iter().zip(fresh) {
+            if is_fresh {
+                if self.observers.receiver_count() > 0 {
+                    let _ = self.observers.send(Arc::new(r));
+                }
+            } else {
+                duplicates += 1;
+            }
+        }
+        Ok(duplicates)
+    }
+}
