@@ -108,9 +108,14 @@ fn client_rst_in_syn_recv_v6_is_tcp_error() -> Result<()> {
 }
 
 /// Test 4: backlog 1 holds two connections; the third final ACK overflows.
-#[test]
-fn accept_queue_overflow_is_tcp_error() -> Result<()> {
-    let fx = ProbeFixture::start("pr-ovf", "5s", "")?;
+/// With `tcp_abort_on_overflow` the kernel answers it with an RST instead.
+fn overflow(tag: &str, abort: bool, detail: &str) -> Result<()> {
+    let fx = ProbeFixture::start(tag, "5s", "")?;
+    if abort {
+        fx.pair
+            .server
+            .exec(&["sysctl", "-qw", "net.ipv4.tcp_abort_on_overflow=1"])?;
+    }
     let listener = fx.listen(false, PORT)?;
     rustix::net::listen(&listener, 1)?;
     fx.drop_client_pure_acks()?;
@@ -131,9 +136,24 @@ fn accept_queue_overflow_is_tcp_error() -> Result<()> {
     let ev = &evs[0];
     assert_eq!(ev["event"], "failed", "{ev}");
     assert_eq!(ev["code"], "TcpError");
-    assert_eq!(ev["detail"], "accept-queue-overflow");
-    assert_eq!(tuple(ev).0, shown(b.local_addr()?));
+    assert_eq!(ev["detail"], detail);
+    assert_eq!(
+        tuple(ev),
+        (shown(b.local_addr()?), shown(fx.server_addr(false, PORT)))
+    );
     Ok(())
+}
+
+#[test]
+fn accept_queue_overflow_is_tcp_error() -> Result<()> {
+    overflow("pr-ovf", false, "accept-queue-overflow")
+}
+
+/// The kernel resets the overflowing request from `tcp_check_req`'s
+/// embryonic-reset path, whose `enum sk_rst_reason` is INVALID_SYN.
+#[test]
+fn abort_on_overflow_is_server_rst_with_the_kernel_reason() -> Result<()> {
+    overflow("pr-abort", true, "server-rst:INVALID_SYN")
 }
 
 /// Test 5: an RST right after the handshake, before any byte.
@@ -223,5 +243,47 @@ fn reused_tuple_is_two_attempts() -> Result<()> {
     let client = shown(std::net::SocketAddr::new(fx.pair.client_ip(false), 41000));
     assert!(evs.iter().all(|e| tuple(e).0 == client), "{evs:?}");
     assert!(u64_of(&evs[2], "syn_at") > u64_of(&evs[0], "established_at"));
+    Ok(())
+}
+
+/// SYNs answered by a syncookie create no request socket; the child still
+/// reaches ESTABLISHED with its own cookie.
+#[test]
+fn syncookie_handshake_is_established() -> Result<()> {
+    let fx = ProbeFixture::start("pr-cookie", "3s", "")?;
+    fx.pair
+        .server
+        .exec(&["sysctl", "-qw", "net.ipv4.tcp_syncookies=2"])?;
+    let listener = fx.listen(false, PORT)?;
+    let client = fx.connect(false, PORT)?;
+    let (accepted, _) = listener.accept()?;
+    let evs = fx.exactly(1, WITHIN, QUIET)?;
+    let ev = &evs[0];
+    assert_eq!(ev["event"], "established", "{ev}");
+    assert_eq!(tuple(ev).0, shown(client.local_addr()?));
+    assert_eq!(u64_of(ev, "cookie"), cookie(&accepted)?);
+    assert!(u64_of(ev, "syn_at") < u64_of(ev, "established_at"));
+    Ok(())
+}
+
+/// A SYN while the accept queue is full is dropped without an answer
+/// (only TC sees it): a timeout with detail `syn-dropped`.
+#[test]
+fn syn_dropped_by_a_full_accept_queue_times_out() -> Result<()> {
+    let fx = ProbeFixture::start("pr-syndrop", "1s", "")?;
+    let listener = fx.listen(false, PORT)?;
+    // Backlog 0 holds one connection.
+    rustix::net::listen(&listener, 0)?;
+    let _first = fx.connect(false, PORT)?;
+    let evs = fx.exactly(1, WITHIN, Duration::ZERO)?;
+    assert_eq!(evs[0]["event"], "established");
+    fx.scapy_syn(false, 40999, 7_000_000)?;
+    let evs = fx.exactly(1, WITHIN, QUIET)?;
+    let ev = &evs[0];
+    assert_eq!(ev["event"], "failed", "{ev}");
+    assert_eq!(ev["code"], "TcpTimeout");
+    assert_eq!(ev["detail"], "syn-dropped");
+    assert_eq!(u64_of(ev, "synack_retransmits"), 0);
+    assert_eq!(tuple(ev).0, format!("{}:40999", fx.pair.client_v4));
     Ok(())
 }

@@ -31,6 +31,12 @@ pub struct ExportHandle {
 }
 
 impl ExportHandle {
+    /// Records waiting in the input queue (for load generators that want
+    /// to run at the exporter's pace without drops).
+    pub fn queued(&self) -> usize {
+        INPUT_QUEUE.saturating_sub(self.tx.capacity())
+    }
+
     pub fn send(&self, record: ConnectionRecord) {
         match self.tx.try_send(record) {
             Ok(()) => {

@@ -52,15 +52,25 @@ pub(super) async fn run(
 ) -> u64 {
     let mut buffer = Buffer::new(&cfg, agent_id.clone(), stats.clone());
     let Some(endpoint) = cfg.endpoint.clone() else {
-        // No receiver configured: count what arrives, send nothing.
-        let _ = stop.await;
-        input.close();
-        let mut n = 0;
-        while input.recv().await.is_some() {
-            n += 1;
+        // No receiver configured: take and count what arrives, send nothing.
+        tracing::warn!("no [export] endpoint configured: records are counted, not sent");
+        let mut unsent = 0u64;
+        loop {
+            tokio::select! {
+                r = input.recv() => match r {
+                    Some(_) => unsent += 1,
+                    None => break,
+                },
+                _ = &mut stop => {
+                    input.close();
+                    while input.recv().await.is_some() {
+                        unsent += 1;
+                    }
+                    break;
+                }
+            }
         }
-        let held = ExportStats::get(&stats.records_in);
-        return held.max(n);
+        return unsent;
     };
     let mut backoff = Backoff {
         current: cfg.backoff_initial,

@@ -51,7 +51,8 @@ pub(crate) struct Settings {
 
 pub(crate) struct Table {
     s: Settings,
-    entries: HashMap<Key, (Entry, u64)>,
+    /// Each entry with the key of its deadline.
+    entries: HashMap<Key, (Entry, (Instant, u64))>,
     /// (deadline, insertion number) → key; stale items are skipped.
     deadlines: BTreeMap<(Instant, u64), Key>,
     next_id: u64,
@@ -91,17 +92,25 @@ impl Table {
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.deadlines.insert((now + ttl, id), key);
-        self.entries.insert(key, (entry, id));
+        let deadline = (now + ttl, id);
+        self.deadlines.insert(deadline, key);
+        self.entries.insert(key, (entry, deadline));
     }
 
     /// Removes the entry at `key` if it is still the one deadline `id`
     /// was set for (a later entry for the key has its own deadline).
     fn take_current(&mut self, key: Key, id: u64) -> Option<Entry> {
-        if self.entries.get(&key).is_some_and(|(_, i)| *i == id) {
+        if self.entries.get(&key).is_some_and(|(_, (_, i))| *i == id) {
             return self.entries.remove(&key).map(|(e, _)| e);
         }
         None
+    }
+
+    /// Removes the entry at `key` and its deadline (joined: no timeout).
+    fn remove(&mut self, key: &Key) -> Option<Entry> {
+        let (entry, deadline) = self.entries.remove(key)?;
+        self.deadlines.remove(&deadline);
+        Some(entry)
     }
 
     /// An entry leaving without its other half (timeout or overflow).
@@ -139,14 +148,15 @@ impl Table {
             return;
         };
         let key = (o.tuple, cookie);
-        match self.entries.remove(&key) {
-            Some((Entry::Kernel(k), _)) => {
+        match self.remove(&key) {
+            Some(Entry::Kernel(k)) => {
                 JoinStats::bump(&stats.joined);
                 out.push(merge(&o, &k, &self.s.agent_id));
             }
-            Some((Entry::Tls(earlier), id)) => {
+            Some(Entry::Tls(earlier)) => {
                 // Two outcomes for one socket cannot happen; keep the first.
-                self.entries.insert(key, (Entry::Tls(earlier), id));
+                let grace = self.s.grace;
+                self.insert(key, Entry::Tls(earlier), grace, now, out, stats);
                 JoinStats::bump(&stats.duplicate_outcomes);
             }
             None if self.s.grace.is_zero() => {
@@ -226,7 +236,7 @@ impl Table {
             Some((Entry::Tls(_), _)) => {
                 let mut k = KernelHalf::default();
                 update(&mut k);
-                if let Some((Entry::Tls(o), _)) = self.entries.remove(&key) {
+                if let Some(Entry::Tls(o)) = self.remove(&key) {
                     JoinStats::bump(&stats.joined);
                     out.push(merge(&o, &k, &self.s.agent_id));
                 }
@@ -286,4 +296,62 @@ fn merge(o: &TlsOutcome, k: &KernelHalf, agent_id: &str) -> ConnectionRecord {
 fn wall_ms_of(t: MonoNanos) -> u64 {
     let age_ms = MonoNanos::now().0.saturating_sub(t.0) / 1_000_000;
     crate::tls::epoch_millis().saturating_sub(age_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ConnectionId;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_joined_attempt_leaves_no_deadline_behind() {
+        let mut table = Table::new(Settings {
+            agent_id: "a".into(),
+            grace: Duration::from_millis(500),
+            kernel_ttl: Duration::from_secs(120),
+            capacity: 16,
+            distributions: HashMap::new(),
+        });
+        let stats = JoinStats::default();
+        let tuple = Tuple::new(
+            "198.18.0.2:40000".parse().unwrap(),
+            "198.18.0.1:443".parse().unwrap(),
+        );
+        let mut out = Vec::new();
+        let ev = TcpEvent::Established {
+            tuple,
+            cookie: 5,
+            syn_at: MonoNanos(1),
+            established_at: MonoNanos(2_001),
+            synack_retransmits: 0,
+        };
+        table.on_tcp(ev, Instant::now(), &mut out, &stats);
+        assert!(table.next_deadline().is_some());
+        let outcome = TlsOutcome {
+            connection_id: ConnectionId::generate(),
+            tuple,
+            cookie: Some(5),
+            distribution_id: "D".into(),
+            tenant_id: None,
+            status: Status::Success,
+            detail: None,
+            accepted_at: MonoNanos(3),
+            event_time: 1,
+            tls_protocol: None,
+            tls_cipher: None,
+            handshake_ms: None,
+            sni: None,
+            cert: None,
+            custom_data: None,
+        };
+        table.on_tls(outcome, Instant::now(), &mut out, &stats);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].tcp_handshake_duration_us, Some(2));
+        assert_eq!(
+            table.next_deadline(),
+            None,
+            "no stale deadline after a join"
+        );
+        assert!(table.entries.is_empty());
+    }
 }

@@ -6,6 +6,9 @@
 //! the kernel with `bpf_ktime_get_ns()` (the same clock as
 //! [`MonoNanos::now`]). `cookie` is the socket cookie of the server's child
 //! socket: equal to `getsockopt(SO_COOKIE)` on the socket `accept()` returns.
+//!
+//! Events reach the consumer up to ~10 ms after the kernel saw them (the
+//! ring is drained in batches), in the order the kernel wrote them.
 
 use std::fmt;
 
@@ -50,6 +53,10 @@ pub enum TcpEvent {
     ///
     /// Also emitted early (with its timeout detail) when a new SYN with a
     /// different ISN arrives on the same tuple: that is a new attempt.
+    ///
+    /// After `accept-queue-overflow` the kernel keeps the request; if the
+    /// client's retransmitted ACK later finds room, an `Established` for the
+    /// same tuple follows (the joiner keys on the cookie).
     Failed {
         tuple: Tuple,
         #[serde(serialize_with = "ser_code")]

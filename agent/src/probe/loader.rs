@@ -39,7 +39,8 @@ pub(crate) struct Loaded {
 pub(crate) fn open(config: &ProbeConfig) -> Result<(Ebpf, KernelFacts), ProbeError> {
     checks::capabilities()?;
     let btf = Btf::parse(checks::btf(Path::new(checks::VMLINUX_BTF))?)?;
-    let facts = kernel::facts(&btf)?;
+    let mut facts = kernel::facts(&btf)?;
+    facts.globals.wakeup_bytes = config.ring_bytes / 4;
     let ebpf = EbpfLoader::new()
         .override_global(names::GLOBALS, &facts.globals, true)
         .map_max_entries(names::EVENTS, config.ring_bytes)

@@ -18,7 +18,7 @@ use super::{Counters, TcpEvent};
 use crate::MonoNanos;
 
 /// The longest an event waits in the ring when the kernel did not wake us.
-const DRAIN_EVERY: Duration = Duration::from_millis(20);
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
 pub(crate) struct Reader {
     pub(crate) ring: RingBuf<MapData>,
@@ -47,8 +47,9 @@ pub(crate) async fn run(r: Reader) {
             return;
         }
     };
-    // The kernel wakes us only once a batch is pending (see the programs'
-    // `emit`); this timer drains smaller batches and decides timeouts.
+    // The kernel wakes us only when a quarter of the ring is pending (see
+    // the programs' `emit`); this timer drains smaller batches and decides
+    // timeouts.
     let period = (syn_timeout / 4).clamp(Duration::from_millis(1), DRAIN_EVERY);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

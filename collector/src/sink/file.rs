@@ -317,3 +317,7 @@ fn unix_ms() -> u128 {
         .unwrap_or(Duration::ZERO)
         .as_millis()
 }
+
+#[cfg(test)]
+#[path = "file_tests.rs"]
+mod tests;

@@ -97,7 +97,9 @@ pub struct Globals {
     pub kfree_skb_reason_arg: u32,
     /// Index of `struct sock *rx_sk` in `kfree_skb`'s arguments.
     pub kfree_skb_rx_sk_arg: u32,
-    pub _pad: u32,
+    /// Wake the ring's reader each time the pending data crosses a
+    /// multiple of this many bytes (the reader also drains on a timer).
+    pub wakeup_bytes: u32,
 }
 
 // No implicit padding: the sizes are the sums of the fields.

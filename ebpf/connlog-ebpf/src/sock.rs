@@ -26,25 +26,38 @@ fn read<T>(base: *const u8, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()).ok() }
 }
 
+/// A direct load from a BTF-typed kernel pointer (a tracepoint's socket
+/// argument, or a pointer loaded from one): the verifier checks the offset
+/// against the kernel's BTF and turns it into a fault-safe load, far cheaper
+/// than a `bpf_probe_read_kernel` call.
+#[inline(always)]
+fn field<T: Copy>(base: *const u8, off: u32) -> T {
+    // SAFETY: see above; the kernel handles a faulting address by reading 0.
+    unsafe { core::ptr::read_volatile(base.wrapping_add(off as usize).cast::<T>()) }
+}
+
 /// The socket's ends, if it is in the agent's namespace on a watched port.
 #[inline(always)]
 fn sock_event(sk: *const u8, g: &Globals, kind: u8) -> Option<RawEvent> {
     if sk.is_null() {
         return None;
     }
-    let local_port: u16 = read(sk, 14)?;
+    let local_port: u16 = field(sk, 14);
     if !watched(local_port) {
         return None;
     }
     if g.netns_ino != 0 {
-        let net: *const u8 = read(sk, g.skc_net)?;
-        let inum: u32 = read(net, g.net_ns_inum)?;
+        let net: *const u8 = field(sk, g.skc_net);
+        if net.is_null() {
+            return None;
+        }
+        let inum: u32 = field(net, g.net_ns_inum);
         if inum != g.netns_ino {
             return None;
         }
     }
-    let family: u16 = read(sk, 16)?;
-    let remote_port: u16 = read(sk, 12)?;
+    let family: u16 = field(sk, 16);
+    let remote_port: u16 = field(sk, 12);
     let mut ev = RawEvent {
         ts: now(),
         client_port: u16::from_be(remote_port),
@@ -54,14 +67,14 @@ fn sock_event(sk: *const u8, g: &Globals, kind: u8) -> Option<RawEvent> {
     };
     if family == AF_INET {
         ev.family = FAMILY_V4;
-        let client: [u8; 4] = read(sk, 0)?;
-        let server: [u8; 4] = read(sk, 4)?;
+        let client: [u8; 4] = field(sk, 0);
+        let server: [u8; 4] = field(sk, 4);
         ev.client_addr[..4].copy_from_slice(&client);
         ev.server_addr[..4].copy_from_slice(&server);
     } else if family == AF_INET6 {
         ev.family = FAMILY_V6;
-        ev.client_addr = read(sk, g.skc_v6_daddr)?;
-        ev.server_addr = read(sk, g.skc_v6_rcv_saddr)?;
+        ev.client_addr = field(sk, g.skc_v6_daddr);
+        ev.server_addr = field(sk, g.skc_v6_rcv_saddr);
     } else {
         return None;
     }
@@ -102,15 +115,23 @@ pub fn connlog_receive_reset(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// `tcp_send_reset(sk, skb, reason)`: the kernel sent an RST. Without a
-/// socket there is no namespace to check, so those are skipped.
+/// socket there is no namespace to check, so those are skipped. With an
+/// incoming `skb` (the segment being answered) the tuple comes from it: `sk`
+/// may be the listener, whose remote end is unset.
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn connlog_send_reset(ctx: BtfTracePointContext) -> i32 {
+    let g = globals();
     let sk: *const u8 = ctx.arg(0);
+    let skb: *const u8 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    if let Some(mut ev) = sock_event(sk, &globals(), kind::SEND_RESET) {
-        ev.reason = reason;
-        emit(&ev);
+    let Some(mut ev) = sock_event(sk, &g, kind::SEND_RESET) else {
+        return 0;
+    };
+    if !skb.is_null() && skb_tuple(skb, &g, &mut ev).is_none() {
+        return 0;
     }
+    ev.reason = reason;
+    emit(&ev);
     0
 }
 
@@ -150,6 +171,13 @@ pub fn connlog_kfree_skb(ctx: BtfTracePointContext) -> i32 {
 fn overflow_event(skb: *const u8, listener: *const u8, g: &Globals) -> Option<RawEvent> {
     // Namespace and port of the listener; the tuple from the packet.
     let mut ev = sock_event(listener, g, kind::LISTEN_OVERFLOW)?;
+    skb_tuple(skb, g, &mut ev)?;
+    Some(ev)
+}
+
+/// Fills `ev`'s ends from an incoming segment (source = client).
+#[inline(always)]
+fn skb_tuple(skb: *const u8, g: &Globals, ev: &mut RawEvent) -> Option<()> {
     let head: *const u8 = read(skb, g.skb_head)?;
     let nh: u16 = read(skb, g.skb_network_header)?;
     let th: u16 = read(skb, g.skb_transport_header)?;
@@ -175,5 +203,5 @@ fn overflow_event(skb: *const u8, listener: *const u8, g: &Globals) -> Option<Ra
     }
     ev.client_port = u16::from_be_bytes([ports[0], ports[1]]);
     ev.server_port = u16::from_be_bytes([ports[2], ports[3]]);
-    Some(ev)
+    Some(())
 }

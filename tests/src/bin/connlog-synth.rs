@@ -128,7 +128,7 @@ async fn run(args: Args) -> Result<()> {
     while generated < args.count && !stop.load(Ordering::Relaxed) {
         if args.rate == 0 {
             let acked = ExportStats::get(&stats.records_acked);
-            if generated.saturating_sub(acked) > args.window {
+            if generated.saturating_sub(acked) > args.window || handle.queued() > 8_192 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }

@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: the README's "run" command. Builds everything, puts
-//! an agent in a server network namespace with a listener that shows every
-//! status, drives clients from a client namespace, and prints what the
-//! records say.
+//! a collector and an agent (kernel probe + mTLS listener + connection
+//! function, exporting over gRPC) in a server network namespace, drives
+//! clients that produce every status from a client namespace, and prints
+//! a per-status table of the records the collector wrote.
 
 mod pki;
 mod report;
@@ -13,9 +14,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use connlog_tests::Pair;
 use connlog_tests::agent::Agent;
 use connlog_tests::upstream::Upstream;
+use connlog_tests::{CollectorProcess, Pair};
 
 use crate::{setup, shell};
 
@@ -23,7 +24,10 @@ use crate::{setup, shell};
 const DEMO_DIR: &str = "/tmp/connlog-demo";
 const TLS_PORT: u16 = 443;
 const UPSTREAM_PORT: u16 = 8080;
+/// The collector listens on the server namespace's loopback.
+const COLLECTOR: &str = "127.0.0.1:4317";
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+const SYN_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn run() -> Result<()> {
     setup::run()?;
@@ -38,7 +42,7 @@ pub fn run() -> Result<()> {
     println!("\n== connlog demo ==");
     let pair = Pair::new("demo").context("creating the demo network namespaces")?;
     println!(
-        "network: client namespace {} ({}, {}) ↔ server namespace {} ({}, {})",
+        "network:   client namespace {} ({}, {}) ↔ server namespace {} ({}, {})",
         pair.client.name(),
         pair.client_v4,
         pair.client_v6,
@@ -46,15 +50,26 @@ pub fn run() -> Result<()> {
         pair.server_v4,
         pair.server_v6
     );
+    drop_unanswered_rsts(&pair)?;
     let clients = pki::write(&dir).context("writing the demo PKI")?;
     let upstream = Upstream::echo(
         &pair.server,
         SocketAddr::new(pair.server_v4.into(), UPSTREAM_PORT),
         false,
     )?;
+    let mut collector =
+        CollectorProcess::start_in(&pair.server, COLLECTOR.parse()?, &collector_sinks(&dir))
+            .context("starting connlog-collector")?;
+    println!("collector: {COLLECTOR} in the server namespace → {DEMO_DIR}/out");
     let config = write_agent_config(&dir, &pair, upstream.addr)?;
-    let agent = Agent::start(Some(&pair.server), &config).context("starting connlog-agent")?;
-    println!("agent:   {} (config {})", pair.server_v4, config.display());
+    let mut agent = Agent::start(Some(&pair.server), &config).context("starting connlog-agent")?;
+    agent
+        .wait_log("probe attached")
+        .context("the kernel probe did not attach")?;
+    println!(
+        "agent:     kernel probe attached, listening on :{TLS_PORT} (config {})",
+        config.display()
+    );
 
     let mut expected = Vec::new();
     for v6 in [false, true] {
@@ -63,24 +78,78 @@ pub fn run() -> Result<()> {
             addr: SocketAddr::new(pair.server_ip(v6), TLS_PORT),
             clients: &clients,
             handshake_timeout: HANDSHAKE_TIMEOUT,
+            v6,
         };
         println!("\nclients → {}", target.addr);
         for scenario in scenarios::all() {
-            println!("  {:<50} expect {}", scenario.what, scenario.expect);
+            println!("  {:<58} expect {}", scenario.what, scenario.expect);
             (scenario.run)(&target).with_context(|| format!("scenario: {}", scenario.what))?;
             expected.push(scenario.expect);
         }
     }
 
-    let records = report::collect(&agent, expected.len())?;
-    let path = dir.join("records.jsonl");
-    report::write_jsonl(&path, &records)?;
+    // Unanswered SYNs become records only after `syn_timeout`; then the
+    // agent flushes on SIGTERM and the collector finalises its files.
+    std::thread::sleep(SYN_TIMEOUT + Duration::from_millis(1500));
+    agent.signal("TERM")?;
+    agent.wait_exit(Duration::from_secs(30))?;
+    collector.terminate()?;
+
+    let records = connlog_tests::json_records(&dir.join("out"))?;
     let all_seen = report::print_table(&expected, &records);
-    println!("\nrecords: {}", path.display());
-    println!("files:   {DEMO_DIR}");
+    println!("\nfiles (JSON, W3C and Parquet, CloudFront names):");
+    for f in connlog_tests::finished_files(&dir.join("out"), "") {
+        println!("  {}", f.display());
+    }
     anyhow::ensure!(all_seen, "some statuses were not produced as expected");
     Ok(())
 }
+
+/// In the client namespace: drop the RSTs the kernel would send for the
+/// raw SYNs that must stay unanswered.
+fn drop_unanswered_rsts(pair: &Pair) -> Result<()> {
+    let [p4, p6] = scenarios::UNANSWERED_PORTS;
+    let rules = format!(
+        "add table inet demo; \
+         add chain inet demo out {{ type filter hook output priority 0; }}; \
+         add rule inet demo out tcp sport {{ {p4}, {p6} }} tcp flags & rst == rst drop"
+    );
+    pair.client.exec(&["nft", &rules]).map(drop)
+}
+
+/// Three file sinks: JSON with every field (CloudFront's and connlog's),
+/// W3C with CloudFront's, Parquet with every field.
+fn collector_sinks(dir: &Path) -> String {
+    let out = dir.join("out");
+    let out = out.display();
+    format!(
+        r#"[[sink]]
+type = "file"
+format = "json"
+dir = "{out}/json"
+fields = [{ALL_FIELDS}]
+
+[[sink]]
+type = "file"
+format = "w3c"
+dir = "{out}/w3c"
+
+[[sink]]
+type = "file"
+format = "parquet"
+dir = "{out}/parquet"
+hive = true
+fields = [{ALL_FIELDS}]
+"#
+    )
+}
+
+const ALL_FIELDS: &str = r#""eventTimestamp", "connectionId", "connectionStatus", "clientIp", "clientPort",
+  "serverIp", "distributionId", "distributionTenantId", "tlsProtocol", "tlsCipher",
+  "tlsHandshakeDuration", "tlsSni", "clientLeafCertSerialNumber", "clientLeafCertSubject",
+  "clientLeafCertIssuer", "clientLeafCertValidity", "connectionLogCustomData", "serverPort",
+  "tcpHandshakeDuration", "synAckRetransmits", "tcpFailureDetail", "clientLeafCertSha256",
+  "clientLeafCertSans", "agentId""#;
 
 fn write_agent_config(dir: &Path, pair: &Pair, upstream: SocketAddr) -> Result<PathBuf> {
     std::fs::write(dir.join("function.js"), FUNCTION)?;
@@ -96,13 +165,20 @@ fn write_agent_config(dir: &Path, pair: &Pair, upstream: SocketAddr) -> Result<P
 [agent]
 id = "demo-edge-1"
 
+[probe]
+syn_timeout = "{syn_timeout}ms"
+
+[export]
+endpoint = "http://{COLLECTOR}"
+batch_max_age_ms = 100
+
 [[listener]]
 distribution_id = "E2DX1SLDPK0123"
 bind = ["{v4}:{TLS_PORT}", "[{v6}]:{TLS_PORT}"]
 cert = "server.pem"
 key = "server.key"
 upstream = "{upstream}"
-handshake_timeout = "{timeout}s"
+handshake_timeout = "{timeout}ms"
 
 [listener.mtls]
 mode = "required"
@@ -115,7 +191,8 @@ kvs = "revoked.json"
 "#,
         v4 = pair.server_v4,
         v6 = pair.server_v6,
-        timeout = HANDSHAKE_TIMEOUT.as_secs(),
+        timeout = HANDSHAKE_TIMEOUT.as_millis(),
+        syn_timeout = SYN_TIMEOUT.as_millis(),
     );
     let path = dir.join("agent.toml");
     std::fs::write(&path, config)?;

@@ -18,7 +18,15 @@ pub struct Target<'a> {
     pub clients: &'a Clients,
     /// The listener's `handshake_timeout`.
     pub handshake_timeout: Duration,
+    pub v6: bool,
 }
+
+/// Client ports of the raw SYNs whose SYN-ACK the client never answers:
+/// the demo's nft rule in the client namespace drops the RST its kernel
+/// would send (IPv4, IPv6).
+pub const UNANSWERED_PORTS: [u16; 2] = [45001, 45003];
+/// Client ports of the raw SYNs whose SYN-ACK the client kernel resets.
+const RESET_PORTS: [u16; 2] = [45002, 45004];
 
 /// One client behaviour and the status its record must carry.
 pub struct Scenario {
@@ -105,6 +113,16 @@ pub fn all() -> Vec<Scenario> {
             run: silent,
         },
         Scenario {
+            what: "SYN whose SYN-ACK is never answered (kernel only)",
+            expect: "Failed:TcpTimeout",
+            run: |t| raw_syn(t, UNANSWERED_PORTS[usize::from(t.v6)]),
+        },
+        Scenario {
+            what: "client RST while the server is in SYN_RECV (kernel only)",
+            expect: "Failed:TcpError",
+            run: |t| raw_syn(t, RESET_PORTS[usize::from(t.v6)]),
+        },
+        Scenario {
             what: "plain HTTP request on the TLS port",
             expect: "Failed:UnmappedConnectionError",
             run: http,
@@ -157,5 +175,20 @@ fn http(t: &Target) -> Result<()> {
     stream.write_all(b"GET / HTTP/1.1\r\nHost: edge.test\r\n\r\n")?;
     let mut sink = Vec::new();
     let _ = stream.read_to_end(&mut sink);
+    Ok(())
+}
+
+/// One SYN from scapy: no socket on the client owns it, so the client
+/// kernel answers the SYN-ACK with an RST, unless the demo's nft rule
+/// drops that RST.
+fn raw_syn(t: &Target, client_port: u16) -> Result<()> {
+    let layer = if t.v6 { "IPv6" } else { "IP" };
+    let script = format!(
+        "from scapy.all import {layer}, TCP, send\n\
+         send({layer}(dst='{dst}')/TCP(sport={client_port}, dport={dport}, flags='S', seq=1000000), verbose=0)\n",
+        dst = t.addr.ip(),
+        dport = t.addr.port(),
+    );
+    t.pair.client.exec(&["python3", "-c", &script])?;
     Ok(())
 }
