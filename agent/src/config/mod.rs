@@ -10,6 +10,7 @@ mod error;
 mod export;
 mod function;
 mod listener;
+mod mtls;
 mod probe;
 
 use std::path::{Path, PathBuf};
@@ -19,9 +20,8 @@ use serde::Deserialize;
 pub use error::ConfigError;
 pub use export::{ExportConfig, ExportProtocol, ExportTls};
 pub use function::FunctionConfig;
-pub use listener::{
-    AccessRules, KeyType, ListenerConfig, MtlsConfig, MtlsMode, SniCertificate, Tenant,
-};
+pub use listener::{ListenerConfig, SniCertificate, Tenant};
+pub use mtls::{AccessRules, KeyType, MtlsConfig, MtlsMode};
 pub use probe::ProbeConfig;
 
 /// The whole validated configuration.

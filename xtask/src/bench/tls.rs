@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::tls_targets::{Collector, connlog_all, connlog_off, connlog_probe, haproxy, nginx};
 use crate::shell;
 
-const ECHO: &str = "127.0.0.1:29000";
+pub(super) const ECHO: &str = "127.0.0.1:29000";
 const SECS: f64 = 5.0;
 const IDLE: usize = 1000;
 
@@ -48,6 +49,7 @@ pub fn run() -> Result<()> {
         "--bin",
         "connlog-loadgen",
     ]))?;
+    shell::run(Command::new("cargo").args(["build", "--release", "-p", "connlog-collector"]))?;
     let dir = std::env::temp_dir().join(format!("connlog-bench-tls-{}", std::process::id()));
     let _cleanup = Cleanup(dir.clone());
     std::fs::create_dir_all(&dir)?;
@@ -55,6 +57,8 @@ pub fn run() -> Result<()> {
     shell::run(Command::new(loadgen()).arg("pki").arg(&pki))?;
     let _echo = Proc::spawn(pinned(1, Command::new(loadgen()).args(["echo", ECHO])))?;
     wait_port(ECHO.parse()?)?;
+    let collector_dir = dir.join("collector");
+    let collector = Collector::start(&collector_dir)?;
 
     let targets = [
         Target {
@@ -67,6 +71,12 @@ pub fn run() -> Result<()> {
             name: "connlog (probe on)",
             addr: "127.0.0.1:28446".parse()?,
             start: connlog_probe,
+            requires_log: Some("probe attached"),
+        },
+        Target {
+            name: "connlog (probe + join + export on)",
+            addr: "127.0.0.1:28447".parse()?,
+            start: connlog_all,
             requires_log: Some("probe attached"),
         },
         Target {
@@ -108,9 +118,9 @@ pub fn run() -> Result<()> {
         rows.push((t.name, measure(&proc, t.addr, &pki)?));
     }
     print_table(&rows);
-    eprintln!(
-        "xtask: bench tls: connlog with join + export to a collector: not measured (the agent does not export yet)"
-    );
+    // Every agent has stopped (and flushed) by now: what reached the files?
+    let records = collector.stop(&collector_dir)?;
+    println!("records written by the collector (export row: warm-up + runs + idle): {records}");
     Ok(())
 }
 
@@ -218,69 +228,6 @@ fn print_table(rows: &[(&str, Row)]) {
     }
 }
 
-fn connlog_off(dir: &Path, addr: SocketAddr) -> Result<Command> {
-    connlog(dir, addr, false)
-}
-
-fn connlog_probe(dir: &Path, addr: SocketAddr) -> Result<Command> {
-    connlog(dir, addr, true)
-}
-
-fn connlog(dir: &Path, addr: SocketAddr, probe: bool) -> Result<Command> {
-    let pki = dir.join("../pki");
-    let config = format!(
-        "[[listener]]\ndistribution_id = \"BENCH\"\nbind = [\"{addr}\"]\n\
-         cert = \"{p}/server.pem\"\nkey = \"{p}/server.key\"\nupstream = \"{ECHO}\"\n\
-         [listener.mtls]\nmode = \"required\"\ntrust_store = \"{p}/ca.pem\"\n\
-         [probe]\nenabled = {probe}\ninterfaces = [\"lo\"]\n",
-        p = pki.display()
-    );
-    let path = dir.join("agent.toml");
-    std::fs::write(&path, config)?;
-    let mut cmd = Command::new(workspace().join("target/release/connlog-agent"));
-    cmd.arg("--config").arg(path).env("RUST_LOG", "info");
-    Ok(cmd)
-}
-
-fn nginx(dir: &Path, addr: SocketAddr) -> Result<Command> {
-    let p = dir.join("../pki");
-    let p = p.display();
-    let d = dir.display();
-    let config = format!(
-        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
-         daemon off; master_process on; worker_processes 1; pid {d}/nginx.pid;\n\
-         error_log {d}/error.log warn;\n\
-         events {{ worker_connections 4096; }}\n\
-         stream {{\n  server {{\n    listen {addr} ssl;\n\
-         ssl_certificate {p}/server.pem; ssl_certificate_key {p}/server.key;\n\
-         ssl_client_certificate {p}/ca.pem; ssl_verify_client on;\n\
-         ssl_protocols TLSv1.3; ssl_session_cache off; ssl_session_tickets off;\n\
-         proxy_pass {ECHO};\n  }}\n}}\n"
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, config)?;
-    let mut cmd = Command::new("nginx");
-    cmd.arg("-p").arg(dir).arg("-c").arg(path);
-    Ok(cmd)
-}
-
-fn haproxy(dir: &Path, addr: SocketAddr) -> Result<Command> {
-    let p = dir.join("../pki");
-    let p = p.display();
-    let config = format!(
-        "global\n  nbthread 1\n  maxconn 8192\n  tune.ssl.default-dh-param 2048\n\
-         defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-         frontend fe\n  bind {addr} ssl crt {p}/server-full.pem ca-file {p}/ca.pem verify required ssl-min-ver TLSv1.3 no-tls-tickets\n\
-         \x20 default_backend be\n\
-         backend be\n  server echo {ECHO}\n"
-    );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, config)?;
-    let mut cmd = Command::new("haproxy");
-    cmd.arg("-db").arg("-f").arg(path);
-    Ok(cmd)
-}
-
 fn pinned(core: u32, cmd: &Command) -> Command {
     let mut t = Command::new("taskset");
     t.arg("-c")
@@ -299,7 +246,7 @@ fn loadgen() -> PathBuf {
     workspace().join("target/release/connlog-loadgen")
 }
 
-fn workspace() -> PathBuf {
+pub(super) fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
@@ -387,9 +334,23 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first so nginx takes its workers down; then SIGKILL whatever
+    /// of the family is left (a killed nginx master leaves its workers
+    /// listening).
     fn drop(&mut self) {
+        let family = family(self.pid());
+        let _ = Command::new("kill").arg(self.pid().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
+        for pid in family.into_iter().skip(1) {
+            let _ = (Command::new("kill").args(["-9", &pid.to_string()]))
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = std::io::stderr().flush();
     }
 }
