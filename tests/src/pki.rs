@@ -231,6 +231,22 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
+/// Writes what an agent listener needs into `dir`: `server.pem` and
+/// `server.key` (an `edge.test` server certificate issued by `root`) and
+/// `ca.pem` (the root, as the client trust store).
+pub fn write_server_files(dir: &Path, root: &Ca) -> Result<()> {
+    let server = root.leaf(&LeafSpec {
+        subject: vec![(DnType::CommonName, "edge.test".into())],
+        eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
+        sans: vec![SanType::DnsName("edge.test".try_into()?)],
+        ..LeafSpec::default()
+    })?;
+    write(dir, "server.pem", &pem("CERTIFICATE", &[&server.der]))?;
+    write(dir, "server.key", &pem("PRIVATE KEY", &[&server.key_pkcs8]))?;
+    write(dir, "ca.pem", &pem("CERTIFICATE", &[&root.der]))?;
+    Ok(())
+}
+
 /// Writes `text` to `dir/name`, returning the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf> {
     let path = dir.join(name);

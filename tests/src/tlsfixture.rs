@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use crate::Pair;
 use crate::agent::Agent;
-use crate::pki::{self, Ca, LeafSpec};
+use crate::pki::{self, Ca};
 use crate::tempdir::TempDir;
 use crate::tlsclient::{self, ClientSpec, TlsStream};
 
@@ -60,23 +60,7 @@ impl TlsFixture {
         let pair = Pair::new(tag)?;
         let dir = TempDir::new(tag)?;
         let root = Ca::root("connlog test root")?;
-        let server = root.leaf(&LeafSpec {
-            subject: vec![(rcgen::DnType::CommonName, "edge.test".into())],
-            eku: vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth],
-            sans: vec![rcgen::SanType::DnsName("edge.test".try_into()?)],
-            ..LeafSpec::default()
-        })?;
-        pki::write(
-            dir.path(),
-            "server.pem",
-            &pki::pem("CERTIFICATE", &[&server.der]),
-        )?;
-        pki::write(
-            dir.path(),
-            "server.key",
-            &pki::pem("PRIVATE KEY", &[&server.key_pkcs8]),
-        )?;
-        pki::write(dir.path(), "ca.pem", &pki::pem("CERTIFICATE", &[&root.der]))?;
+        pki::write_server_files(dir.path(), &root)?;
         let f0 = TlsFixture0 { root, dir };
         prepare(&f0)?;
         // The kernel probe's events would interleave with the TLS outcomes

@@ -268,23 +268,7 @@ fn start_with_probe(tag: &str) -> Result<(ProbeTls, CollectorProcess)> {
     let pair = connlog_tests::Pair::new(tag)?;
     let dir = connlog_tests::TempDir::new(tag)?;
     let root = Ca::root("connlog test root")?;
-    let server = root.leaf(&LeafSpec {
-        subject: vec![(rcgen::DnType::CommonName, "edge.test".into())],
-        eku: vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth],
-        sans: vec![rcgen::SanType::DnsName("edge.test".try_into()?)],
-        ..LeafSpec::default()
-    })?;
-    pki::write(
-        dir.path(),
-        "server.pem",
-        &pki::pem("CERTIFICATE", &[&server.der]),
-    )?;
-    pki::write(
-        dir.path(),
-        "server.key",
-        &pki::pem("PRIVATE KEY", &[&server.key_pkcs8]),
-    )?;
-    pki::write(dir.path(), "ca.pem", &pki::pem("CERTIFICATE", &[&root.der]))?;
+    pki::write_server_files(dir.path(), &root)?;
     let config = format!(
         "[agent]\nid = \"edge-{tag}\"\n\n\
          [probe]\nsyn_timeout = \"1500ms\"\n\n\

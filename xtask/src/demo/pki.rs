@@ -36,19 +36,7 @@ pub struct Clients {
 /// returns the client certificates.
 pub fn write(dir: &Path) -> Result<Clients> {
     let root = Ca::root("connlog demo root")?;
-    let server = root.leaf(&LeafSpec {
-        subject: vec![(DnType::CommonName, "edge.test".into())],
-        eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
-        sans: vec![rcgen::SanType::DnsName("edge.test".try_into()?)],
-        ..LeafSpec::default()
-    })?;
-    pki::write(dir, "server.pem", &pki::pem("CERTIFICATE", &[&server.der]))?;
-    pki::write(
-        dir,
-        "server.key",
-        &pki::pem("PRIVATE KEY", &[&server.key_pkcs8]),
-    )?;
-    pki::write(dir, "ca.pem", &pki::pem("CERTIFICATE", &[&root.der]))?;
+    pki::write_server_files(dir, &root)?;
     let crl = root.crl(&[&CRL_REVOKED_SERIAL])?;
     pki::write(dir, "root.crl", &pki::pem("X509 CRL", &[&crl]))?;
 
