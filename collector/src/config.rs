@@ -118,6 +118,9 @@ enum RawSink {
     Otlp(RawOtlpSink),
 }
 
+/// `path` when `hive = true` and no template is given.
+const HIVE_DEFAULT_PATH: &str = "{DistributionId}/{yyyy}/{MM}/{dd}/{HH}";
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFileSink {
@@ -248,8 +251,15 @@ impl RawSink {
                     return Err(bad(key("gzip"), "applies to the text formats only"));
                 }
                 let encoder = encoder(&key, format, f.fields, f.delimiter)?;
-                let template = PathTemplate::parse(&f.path, f.hive)
-                    .map_err(|reason| bad(key("path"), reason))?;
+                // Hive style names the partition directories; with no
+                // template of its own it partitions the usual way.
+                let path = if f.hive && f.path.is_empty() {
+                    HIVE_DEFAULT_PATH
+                } else {
+                    &f.path
+                };
+                let template =
+                    PathTemplate::parse(path, f.hive).map_err(|reason| bad(key("path"), reason))?;
                 let fsync = match f.fsync.as_deref().unwrap_or("batch") {
                     "batch" => Fsync::Batch,
                     "never" => Fsync::Never,
@@ -396,6 +406,19 @@ mod tests {
         assert!(
             err.starts_with("sink[0].format: unknown format \"xml\""),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn hive_without_a_path_partitions_by_distribution_and_hour() {
+        let cfg = parse(&format!("{SINK}hive = true\n")).unwrap();
+        let SinkConfig::File(f) = &cfg.sinks[0] else {
+            panic!("file sink expected")
+        };
+        let partition = crate::sink::path::Partition::of("E2DX1SLDPK0123", 1_795_763_700_000);
+        assert_eq!(
+            f.template.dir(Path::new("/data"), &partition),
+            Path::new("/data/DistributionId=E2DX1SLDPK0123/year=2026/month=11/day=27/hour=07")
         );
     }
 
