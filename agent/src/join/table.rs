@@ -301,7 +301,6 @@ fn wall_ms_of(t: MonoNanos) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ConnectionId;
 
     #[tokio::test(start_paused = true)]
     async fn a_joined_attempt_leaves_no_deadline_behind() {
@@ -328,21 +327,8 @@ mod tests {
         table.on_tcp(ev, Instant::now(), &mut out, &stats);
         assert!(table.next_deadline().is_some());
         let outcome = TlsOutcome {
-            connection_id: ConnectionId::generate(),
-            tuple,
-            cookie: Some(5),
-            distribution_id: "D".into(),
-            tenant_id: None,
-            status: Status::Success,
-            detail: None,
-            accepted_at: MonoNanos(3),
             event_time: 1,
-            tls_protocol: None,
-            tls_cipher: None,
-            handshake_ms: None,
-            sni: None,
-            cert: None,
-            custom_data: None,
+            ..TlsOutcome::accepted(tuple, Some(5), "D".into(), MonoNanos(3))
         };
         table.on_tls(outcome, Instant::now(), &mut out, &stats);
         assert_eq!(out.len(), 1);

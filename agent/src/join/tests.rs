@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::probe::TcpFailureDetail;
 use crate::tls::ClientCertInfo;
-use crate::{ConnectionId, FailureCode, MonoNanos, Status, Tuple};
+use crate::{FailureCode, MonoNanos, Status, Tuple};
 
 struct Harness {
     tcp: Option<mpsc::Sender<TcpEvent>>,
@@ -85,14 +85,8 @@ async fn settle() {
 
 fn outcome(port: u16, cookie: u64, status: Status, detail: Option<&str>) -> TlsOutcome {
     TlsOutcome {
-        connection_id: ConnectionId::generate(),
-        tuple: tuple(port),
-        cookie: Some(cookie),
-        distribution_id: "E2DX1SLDPK0123".into(),
-        tenant_id: None,
         status,
         detail: detail.map(str::to_owned),
-        accepted_at: MonoNanos(1),
         event_time: 1_731_620_046_814,
         tls_protocol: Some("TLSv1.3".into()),
         tls_cipher: Some("TLS_AES_128_GCM_SHA256".into()),
@@ -106,7 +100,12 @@ fn outcome(port: u16, cookie: u64, status: Status, detail: Option<&str>) -> TlsO
             sha256: "ab".into(),
             sans: String::new(),
         }),
-        custom_data: None,
+        ..TlsOutcome::accepted(
+            tuple(port),
+            Some(cookie),
+            "E2DX1SLDPK0123".into(),
+            MonoNanos(1),
+        )
     }
 }
 

@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 use crate::config::MtlsMode;
 use crate::policy;
 use crate::proxy::{self, v2};
-use crate::{ConnectionId, FailureCode, MonoNanos, Status, Tuple, certinfo};
+use crate::{FailureCode, MonoNanos, Status, Tuple, certinfo};
 
 use super::classify::{self, Failure};
 use super::counters::TlsCounters;
@@ -60,23 +60,12 @@ pub(crate) async fn handle(
     let cookie = rustix::net::sockopt::socket_cookie(&stream).ok();
     let state = listener.state();
     let cfg = &listener.cfg;
-    let mut out = TlsOutcome {
-        connection_id: ConnectionId::generate(),
-        tuple: Tuple::new(peer, local),
+    let mut out = TlsOutcome::accepted(
+        Tuple::new(peer, local),
         cookie,
-        distribution_id: cfg.distribution_id.clone(),
-        tenant_id: None,
-        status: Status::Success,
-        detail: None,
+        cfg.distribution_id.clone(),
         accepted_at,
-        event_time: 0,
-        tls_protocol: None,
-        tls_cipher: None,
-        handshake_ms: None,
-        sni: None,
-        cert: None,
-        custom_data: None,
-    };
+    );
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + cfg.handshake_timeout;
     let fail = |out: &mut TlsOutcome, f: Failure, first_byte: Option<Instant>| {

@@ -55,6 +55,36 @@ pub struct TlsOutcome {
     pub custom_data: Option<String>,
 }
 
+impl TlsOutcome {
+    /// The outcome of a just-accepted connection: a fresh `connectionId`,
+    /// no TLS details yet, and `Success` until the handshake says otherwise.
+    /// `event_time` is set when the attempt ends.
+    pub fn accepted(
+        tuple: Tuple,
+        cookie: Option<u64>,
+        distribution_id: String,
+        accepted_at: MonoNanos,
+    ) -> Self {
+        Self {
+            connection_id: ConnectionId::generate(),
+            tuple,
+            cookie,
+            distribution_id,
+            tenant_id: None,
+            status: Status::Success,
+            detail: None,
+            accepted_at,
+            event_time: 0,
+            tls_protocol: None,
+            tls_cipher: None,
+            handshake_ms: None,
+            sni: None,
+            cert: None,
+            custom_data: None,
+        }
+    }
+}
+
 /// The client leaf certificate's fields, each already in SPEC.md's format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClientCertInfo {
@@ -92,24 +122,19 @@ mod tests {
     #[test]
     fn serializes_status_as_spec_string() {
         let outcome = TlsOutcome {
-            connection_id: ConnectionId::generate(),
-            tuple: Tuple::new(
-                "198.18.0.2:40000".parse().unwrap(),
-                "198.18.0.1:443".parse().unwrap(),
-            ),
-            cookie: Some(7),
-            distribution_id: "E1".into(),
-            tenant_id: None,
             status: Status::Failed(FailureCode::ClientCertExpired),
-            detail: None,
-            accepted_at: MonoNanos(1),
             event_time: 1_731_620_046_814,
             tls_protocol: Some("TLSv1.3".into()),
-            tls_cipher: None,
             handshake_ms: Some(3),
-            sni: None,
-            cert: None,
-            custom_data: None,
+            ..TlsOutcome::accepted(
+                Tuple::new(
+                    "198.18.0.2:40000".parse().unwrap(),
+                    "198.18.0.1:443".parse().unwrap(),
+                ),
+                Some(7),
+                "E1".into(),
+                MonoNanos(1),
+            )
         };
         let json = serde_json::to_value(&outcome).unwrap();
         assert_eq!(json["status"], "Failed:ClientCertExpired");

@@ -194,9 +194,7 @@ mod joiner {
 
     use connlog_agent::export::ExportHandle;
     use connlog_agent::join::{self, JoinConfig, JoinStats};
-    use connlog_agent::{
-        ClientCertInfo, ConnectionId, MonoNanos, Status, TcpEvent, TlsOutcome, Tuple,
-    };
+    use connlog_agent::{ClientCertInfo, MonoNanos, TcpEvent, TlsOutcome, Tuple};
     use tokio::sync::mpsc;
 
     pub(crate) struct Joiner {
@@ -247,14 +245,6 @@ mod joiner {
             let _ = self
                 .tls
                 .send(TlsOutcome {
-                    connection_id: ConnectionId::generate(),
-                    tuple,
-                    cookie: Some(n + 1),
-                    distribution_id: distribution.to_owned(),
-                    tenant_id: None,
-                    status: Status::Success,
-                    detail: None,
-                    accepted_at: now,
                     event_time: connlog_agent::tls::epoch_millis(),
                     tls_protocol: Some("TLSv1.3".into()),
                     tls_cipher: Some("TLS_AES_128_GCM_SHA256".into()),
@@ -270,7 +260,7 @@ mod joiner {
                             .into(),
                         sans: "DNS:client.test".into(),
                     }),
-                    custom_data: None,
+                    ..TlsOutcome::accepted(tuple, Some(n + 1), distribution.to_owned(), now)
                 })
                 .await;
         }
