@@ -166,6 +166,7 @@ async fn run(args: Args) -> Result<()> {
         "dropped_queue_full": ExportStats::get(&stats.dropped_queue_full),
         "dropped_buffer_full": ExportStats::get(&stats.dropped_buffer_full),
         "batches_resent": ExportStats::get(&stats.batches_resent),
+        "batches_spooled": ExportStats::get(&stats.batches_spooled),
         "connect_failures": ExportStats::get(&stats.connect_failures),
         "elapsed_ms": start.elapsed().as_millis() as u64,
         "peak_rss_kib": peak_rss_kib(),
