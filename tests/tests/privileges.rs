@@ -59,16 +59,21 @@ fn assert_unprivileged(agent: &Agent, expect_threads: &[&str]) -> Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.clone()))
     .collect();
-    let all = threads(agent.pid())?;
+    // A new thread names itself once it runs: wait until all are named.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let all = loop {
+        let all = threads(agent.pid())?;
+        let named = expect_threads
+            .iter()
+            .all(|prefix| all.iter().any(|(name, _)| name.starts_with(prefix)));
+        if named {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "threads never named: {all:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     for (name, fields) in &all {
         assert_eq!(fields, &want, "thread {name}");
-    }
-    for prefix in expect_threads {
-        assert!(
-            all.iter().any(|(name, _)| name.starts_with(prefix)),
-            "no thread named {prefix}*: {:?}",
-            all.iter().map(|(n, _)| n).collect::<Vec<_>>()
-        );
     }
     Ok(())
 }
