@@ -127,7 +127,7 @@ fn internal(reason: String) -> FunctionResult {
 mod tests {
     use super::*;
     use crate::function::Kvs;
-    use crate::function::engine::clock_jump;
+    use crate::function::clock::clock_jump;
     use crate::function::limits::MAX_EXECUTION;
 
     fn conn() -> ConnectionInfo {

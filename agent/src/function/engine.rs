@@ -13,6 +13,7 @@ use std::time::Duration;
 use rquickjs::prelude::Coerced;
 use rquickjs::{CaughtError, Context, Ctx, Function, Module, Persistent, Runtime, Value};
 
+use super::clock::{nanos, thread_cpu_nanos};
 use super::cloudfront;
 use super::info::{self, ConnectionInfo, Methods};
 use super::limits::{MAX_EXECUTION, MAX_MEMORY_BYTES, MAX_STACK_BYTES, truncate_custom_data};
@@ -408,49 +409,6 @@ fn one_line(text: &str) -> String {
         out.push('…');
     }
     out
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// CPU time used by the calling thread, in nanoseconds.
-pub(super) fn thread_cpu_nanos() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    let real = (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64;
-    #[cfg(test)]
-    let real = real + clock_jump::apply();
-    real
-}
-
-/// Tests make the thread's CPU clock jump, as a VM's does now and then.
-#[cfg(test)]
-pub(super) mod clock_jump {
-    use std::cell::Cell;
-
-    thread_local! {
-        /// (clock readings still to pass before the jump, its size in ns)
-        static PENDING: Cell<Option<(u32, u64)>> = const { Cell::new(None) };
-        static OFFSET: Cell<u64> = const { Cell::new(0) };
-    }
-
-    /// The clock of this thread jumps ahead by `nanos` at its
-    /// `after_reads + 1`-th reading from now, once.
-    pub(crate) fn schedule(after_reads: u32, nanos: u64) {
-        PENDING.set(Some((after_reads, nanos)));
-    }
-
-    pub(super) fn apply() -> u64 {
-        if let Some((left, nanos)) = PENDING.get() {
-            if left == 0 {
-                PENDING.set(None);
-                OFFSET.set(OFFSET.get() + nanos);
-            } else {
-                PENDING.set(Some((left - 1, nanos)));
-            }
-        }
-        OFFSET.get()
-    }
 }
 
 #[cfg(test)]

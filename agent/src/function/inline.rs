@@ -20,8 +20,8 @@
 //!   only, for the rest of its life (a reload starts afresh).
 //!
 //! So an async thread spends at most the budget on any call, and a slow
-//! function costs it on average at most budget / [`CALLS_PER_OVERRUN`]
-//! per call before it is sent to the pool for good. The other limits (2 MB,
+//! function costs it on average at most (budget + one engine rebuild) /
+//! [`CALLS_PER_OVERRUN`] per call before it is sent to the pool for good. The other limits (2 MB,
 //! panics caught, engine dropped after any limit) are the engine's and
 //! hold wherever it runs. Native code that the interrupt handler cannot
 //! stop (one builtin call on at most 2 MB of data) is the one exception,

@@ -34,6 +34,7 @@
 //! caught per call). docs/connection-functions.md says why.
 
 mod cache;
+mod clock;
 mod cloudfront;
 mod counters;
 mod engine;

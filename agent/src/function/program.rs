@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::FunctionError;
-use super::engine::{Engine, thread_cpu_nanos};
+use super::clock::thread_cpu_nanos;
+use super::engine::Engine;
 use super::inline::Admission;
 use super::kvs::Kvs;
 use super::limits::MAX_SOURCE_BYTES;
