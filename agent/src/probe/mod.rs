@@ -12,13 +12,14 @@ mod event;
 mod kernel;
 mod loader;
 mod reader;
+mod sweep;
 #[cfg(test)]
 mod test_run;
 mod tracker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
@@ -71,14 +72,21 @@ pub struct ProbeStats {
     pub ring_full: u64,
     /// `TcpEvent`s dropped because the consumer's channel was full.
     pub channel_full: u64,
-    /// SYNs not tracked because the pending-attempt table was full.
+    /// Attempts the kernel's LRU table (`[probe] max_pending` entries)
+    /// evicted to make room, before their outcome was reported (or, for
+    /// closed ones, before they were forgotten): estimated from the
+    /// kernel's insert/remove counts at each sweep, exact at rest.
     pub table_full: u64,
+    /// Attempts (pending or recently closed) in the kernel's table at the
+    /// last sweep.
+    pub tracked: u64,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     channel_full: AtomicU64,
     table_full: AtomicU64,
+    tracked: AtomicU64,
 }
 
 /// The loaded, attached probe. Dropping it stops the reader and detaches
@@ -87,6 +95,7 @@ pub struct Probe {
     loaded: loader::Loaded,
     counters: Arc<Counters>,
     reader: tokio::task::JoinHandle<()>,
+    stop_sweeper: Arc<AtomicBool>,
 }
 
 impl Probe {
@@ -105,15 +114,29 @@ impl Probe {
         }
         let (mut loaded, facts) = loader::load(config, &all)?;
         let ring = loaded.take_ring()?;
+        let (attempts, counts) = loader::take_attempts(&mut loaded.ebpf)?;
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(config.channel_capacity);
+        let stop_sweeper = Arc::new(AtomicBool::new(false));
+        let sweeper = sweep::Sweeper {
+            attempts,
+            counts,
+            tracker: tracker::Tracker::new(config.syn_timeout),
+            capacity: config.max_pending,
+            period: sweep::period(config.syn_timeout),
+            tx: tx.clone(),
+            counters: counters.clone(),
+            stop: stop_sweeper.clone(),
+        };
+        std::thread::Builder::new()
+            .name("probe-sweep".into())
+            .spawn(move || sweeper.run())
+            .map_err(ProbeError::Proc)?;
         let reader = tokio::spawn(reader::run(reader::Reader {
             ring,
-            tracker: tracker::Tracker::new(config.syn_timeout, config.max_pending),
             tx,
             counters: counters.clone(),
             rst_reasons: facts.rst_reasons,
-            syn_timeout: config.syn_timeout,
         }));
         tracing::info!(interfaces = ?loaded.interfaces, ports = ?all, "probe attached");
         Ok((
@@ -121,6 +144,7 @@ impl Probe {
                 loaded,
                 counters,
                 reader,
+                stop_sweeper,
             },
             rx,
         ))
@@ -136,6 +160,7 @@ impl Probe {
             ring_full: self.loaded.ring_full(),
             channel_full: self.counters.channel_full.load(Ordering::Relaxed),
             table_full: self.counters.table_full.load(Ordering::Relaxed),
+            tracked: self.counters.tracked.load(Ordering::Relaxed),
         }
     }
 }
@@ -143,6 +168,7 @@ impl Probe {
 impl Drop for Probe {
     fn drop(&mut self) {
         self.reader.abort();
+        self.stop_sweeper.store(true, Ordering::Relaxed);
         tracing::info!("probe detached");
     }
 }
