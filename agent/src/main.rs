@@ -1,5 +1,5 @@
-//! `connlog-agent`: parse the command line and config, start the parts,
-//! drain on SIGTERM.
+//! `connlog-agent`: parse the command line and config, do the privileged
+//! part, drop privileges, start the parts, drain on SIGTERM.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,8 +10,9 @@ use clap::Parser;
 use connlog_agent::config::Config;
 use connlog_agent::export::Exporter;
 use connlog_agent::join::{self, JoinConfig, JoinStats};
-use connlog_agent::tls::Terminator;
-use connlog_agent::{Probe, print_json_line};
+use connlog_agent::privileges;
+use connlog_agent::tls::{self, Terminator};
+use connlog_agent::{LoadedProbe, Probe, print_json_line};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -49,14 +50,35 @@ fn main() {
     }
 }
 
-#[tokio::main]
-async fn run(args: Args) -> Result<()> {
+/// The privileged part first, on the process's only thread: load and
+/// attach the probe, bind every listener. Then give up every capability,
+/// and only then start threads (function pool, tokio runtime), which
+/// inherit the empty sets.
+fn run(args: Args) -> Result<()> {
     let config = Config::load(&args.config).context("loading config")?;
+    let probe = load_probe(&config)?;
+    let bound = tls::bind(&config.listeners).context("starting listeners")?;
+    privileges::drop_all().context("dropping privileges")?;
+    // Read with the rights a SIGHUP reload has.
     let terminator = Arc::new(Terminator::load(&config.listeners).context("loading TLS files")?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(args.print_events, config, probe, bound, terminator))
+}
+
+async fn serve(
+    print: bool,
+    config: Config,
+    probe: Option<LoadedProbe>,
+    bound: tls::Bound,
+    terminator: Arc<Terminator>,
+) -> Result<()> {
     // Records: probe + terminator → joiner → exporter.
     let (exporter, export) = Exporter::start(config.export.clone(), config.agent_id.clone());
     let (tcp_tx, tcp_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
-    let probe = start_probe(&config, args.print_events, tcp_tx)?;
+    let probe = probe.map(|p| start_probe(p, print, tcp_tx));
     let distributions = config
         .listeners
         .iter()
@@ -76,10 +98,8 @@ async fn run(args: Args) -> Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
     let shutdown = CancellationToken::new();
     let running = terminator
-        .start(tx, shutdown.clone())
-        .await
+        .serve(bound, tx, shutdown.clone())
         .context("starting listeners")?;
-    let print = args.print_events;
     let printer = tokio::spawn(async move {
         while let Some(outcome) = rx.recv().await {
             if print && let Err(e) = print_json_line(&outcome) {
@@ -138,13 +158,9 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Starts the kernel probe on the listeners' ports (plus `[probe] ports`);
-/// its events are printed with `--print-events` and go to the joiner.
-fn start_probe(
-    config: &Config,
-    print: bool,
-    joiner: tokio::sync::mpsc::Sender<connlog_agent::TcpEvent>,
-) -> Result<Option<Probe>> {
+/// Loads and attaches the kernel probe on the listeners' ports (plus
+/// `[probe] ports`); `None` when the probe is off.
+fn load_probe(config: &Config) -> Result<Option<LoadedProbe>> {
     if !config.probe.enabled {
         return Ok(None);
     }
@@ -154,8 +170,19 @@ fn start_probe(
         .flat_map(|l| l.bind.iter().map(|a| a.port()))
         .filter(|&port| port != 0)
         .collect();
-    let (probe, mut events) =
-        Probe::start(&config.probe, &ports).context("starting the kernel probe")?;
+    Probe::load(&config.probe, &ports)
+        .map(Some)
+        .context("starting the kernel probe")
+}
+
+/// Starts reading the probe; its events are printed with `--print-events`
+/// and go to the joiner.
+fn start_probe(
+    probe: LoadedProbe,
+    print: bool,
+    joiner: tokio::sync::mpsc::Sender<connlog_agent::TcpEvent>,
+) -> Probe {
+    let (probe, mut events) = probe.start();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             if print && let Err(e) = print_json_line(&event) {
@@ -165,5 +192,5 @@ fn start_probe(
             let _ = joiner.send(event).await;
         }
     });
-    Ok(Some(probe))
+    probe
 }

@@ -3,7 +3,7 @@
 //! ```toml
 //! [probe]
 //! enabled = true                # default; false runs the agent without eBPF
-//! interfaces = ["lo", "eth0"]   # default: every interface that is up, loopback included
+//! interfaces = ["lo", "eth0"]   # default: every interface that is up, loopback included, and any that comes up later
 //! ports = [8443]                # watched in addition to the listeners' ports
 //! syn_timeout = "3s"            # SYN without ESTABLISHED → TcpTimeout
 //! ring_bytes = 1048576          # kernel ring buffer (power of two, ≥ 4096)
@@ -22,7 +22,7 @@ use super::{ConfigError, Ctx};
 pub struct ProbeConfig {
     pub enabled: bool,
     /// Interfaces the TC programs attach to; `None`: every interface that is
-    /// up when the probe starts.
+    /// up when the probe starts, and every one that comes up later.
     pub interfaces: Option<Vec<String>>,
     /// Ports watched in addition to those the caller passes.
     pub ports: Vec<u16>,

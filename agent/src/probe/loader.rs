@@ -1,9 +1,11 @@
 //! Loading the kernel object, filling its globals and maps, attaching every
 //! program. Everything attached is owned by [`Loaded`]: dropping it detaches.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::tc::SchedClassifierLinkId;
 use aya::programs::{BtfTracePoint, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use connlog_common::{Attempt, AttemptKey, names};
@@ -34,9 +36,19 @@ pub(crate) const TC_EGRESS_L3: &str = "connlog_tc_egress_l3";
 /// Does nothing: attached only for benchmarks (`attach_empty_classifier`).
 pub(crate) const TC_EMPTY: &str = "connlog_tc_empty";
 
+/// TC programs and the directions each is attached in, on every interface.
+type TcPrograms = Vec<(&'static str, &'static [TcAttachType])>;
+
 pub(crate) struct Loaded {
     pub(crate) ebpf: Ebpf,
-    pub(crate) interfaces: Vec<String>,
+    tc: TcPrograms,
+    /// Interfaces with the TC programs attached, by ifindex.
+    attached: BTreeMap<u32, Attachment>,
+}
+
+struct Attachment {
+    name: String,
+    links: Vec<(&'static str, SchedClassifierLinkId)>,
 }
 
 /// Checks the host, then loads the object with this kernel's facts. The
@@ -114,11 +126,13 @@ pub(crate) fn take_attempts(
     Ok((attempts, counts))
 }
 
+/// Loads everything and attaches the tracepoints, then the TC programs to
+/// `interfaces`, which [`checks::interfaces`] resolved.
 pub(crate) fn load(
     config: &ProbeConfig,
     ports: &[u16],
+    interfaces: &[String],
 ) -> Result<(Loaded, KernelFacts), ProbeError> {
-    let interfaces = checks::interfaces(config.interfaces.as_deref())?;
     let (mut ebpf, facts) = open(config)?;
     set_ports(&mut ebpf, ports)?;
     let btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Tracepoint {
@@ -144,37 +158,42 @@ pub(crate) fn load(
             source,
         })?;
     }
-    let mut tc = vec![
+    let mut tc: TcPrograms = vec![
         (TC_INGRESS, &[TcAttachType::Ingress][..]),
         (TC_EGRESS, &[TcAttachType::Egress][..]),
     ];
     if config.attach_empty_classifier {
         tc.push((TC_EMPTY, &[TcAttachType::Ingress, TcAttachType::Egress][..]));
     }
-    for (program, dirs) in tc {
-        let what = |doing: &str| format!("{doing} {program}");
-        let prog: &mut SchedClassifier =
-            program_mut(&mut ebpf, program)?
-                .try_into()
-                .map_err(|source| ProbeError::Program {
-                    what: what("loading"),
-                    source,
-                })?;
+    for &(program, _) in &tc {
+        let prog = classifier(&mut ebpf, program, "loading")?;
         prog.load().map_err(|source| ProbeError::Program {
-            what: what("loading"),
+            what: format!("loading {program}"),
             source,
         })?;
-        for iface in &interfaces {
-            for &dir in dirs {
-                prog.attach(iface, dir)
-                    .map_err(|source| ProbeError::Program {
-                        what: format!("attaching {program} to {iface}"),
-                        source,
-                    })?;
-            }
-        }
     }
-    Ok((Loaded { ebpf, interfaces }, facts))
+    let mut loaded = Loaded {
+        ebpf,
+        tc,
+        attached: BTreeMap::new(),
+    };
+    for iface in interfaces {
+        loaded.attach(iface)?;
+    }
+    Ok((loaded, facts))
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &str,
+    doing: &str,
+) -> Result<&'a mut SchedClassifier, ProbeError> {
+    program_mut(ebpf, program)?
+        .try_into()
+        .map_err(|source| ProbeError::Program {
+            what: format!("{doing} {program}"),
+            source,
+        })
 }
 
 pub(crate) fn program_mut<'a>(
@@ -189,6 +208,85 @@ pub(crate) fn program_mut<'a>(
 }
 
 impl Loaded {
+    /// Attaches every TC program to `iface` (by name, resolved now). An
+    /// interface already attached is left as it is; on failure nothing of
+    /// this interface stays attached.
+    pub(crate) fn attach(&mut self, iface: &str) -> Result<(), ProbeError> {
+        let index = checks::ifindex(iface);
+        if index == 0 {
+            return Err(ProbeError::NoInterface(iface.to_owned()));
+        }
+        if self.attached.contains_key(&index) {
+            return Ok(());
+        }
+        let mut links = Vec::new();
+        let mut failed = None;
+        'programs: for &(program, dirs) in &self.tc {
+            let prog = classifier(&mut self.ebpf, program, "attaching")?;
+            for &dir in dirs {
+                match prog.attach(iface, dir) {
+                    Ok(link) => links.push((program, link)),
+                    Err(source) => {
+                        failed = Some(ProbeError::Program {
+                            what: format!("attaching {program} to {iface}"),
+                            source,
+                        });
+                        break 'programs;
+                    }
+                }
+            }
+        }
+        if let Some(err) = failed {
+            self.detach_links(iface, links);
+            return Err(err);
+        }
+        self.attached.insert(
+            index,
+            Attachment {
+                name: iface.to_owned(),
+                links,
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets the interface `index` (gone from the kernel, which already
+    /// dropped its TC links): closes our link fds. Returns its name if it
+    /// was attached.
+    pub(crate) fn forget(&mut self, index: u32) -> Option<String> {
+        let Attachment { name, links } = self.attached.remove(&index)?;
+        self.detach_links(&name, links);
+        Some(name)
+    }
+
+    fn detach_links(&mut self, iface: &str, links: Vec<(&'static str, SchedClassifierLinkId)>) {
+        for (program, link) in links {
+            let detached = classifier(&mut self.ebpf, program, "detaching").and_then(|prog| {
+                prog.detach(link).map_err(|source| ProbeError::Program {
+                    what: format!("detaching {program}"),
+                    source,
+                })
+            });
+            if let Err(e) = detached {
+                tracing::debug!(%iface, error = %e, "probe: detaching a TC link");
+            }
+        }
+    }
+
+    /// Whether the interface `index` has the TC programs attached.
+    pub(crate) fn is_attached(&self, index: u32) -> bool {
+        self.attached.contains_key(&index)
+    }
+
+    pub(crate) fn attached_indexes(&self) -> Vec<u32> {
+        self.attached.keys().copied().collect()
+    }
+
+    /// Names of the interfaces with the TC programs attached.
+    pub(crate) fn interfaces(&self) -> Vec<String> {
+        self.attached.values().map(|a| a.name.clone()).collect()
+    }
+
     pub(crate) fn take_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
         take_ring(&mut self.ebpf)
     }
