@@ -72,8 +72,14 @@ pub fn render(s: &Sources) -> String {
         counter(
             &mut out,
             "probe_table_full",
-            "SYNs not tracked because the probe's pending-attempt table was full.",
+            "Attempts the probe's kernel table evicted before their outcome was reported.",
             p.table_full,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP connlog_probe_tracked Attempts in the probe's kernel table at the last sweep.\n\
+             # TYPE connlog_probe_tracked gauge\nconnlog_probe_tracked {}",
+            p.tracked
         );
     }
     for (name, value) in s.tls.snapshot() {

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::tc::SchedClassifierLinkId;
 use aya::programs::{BtfTracePoint, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
-use connlog_common::names;
+use connlog_common::{Attempt, AttemptKey, names};
 
 use super::btf::Btf;
 use super::kernel::{self, KernelFacts};
@@ -28,6 +28,11 @@ const TRACEPOINTS: [(&str, &str); 4] = [
 ];
 pub(crate) const TC_INGRESS: &str = "connlog_tc_ingress";
 pub(crate) const TC_EGRESS: &str = "connlog_tc_egress";
+/// For devices without a link-layer header (tun, wireguard).
+#[cfg(test)]
+pub(crate) const TC_INGRESS_L3: &str = "connlog_tc_ingress_l3";
+#[cfg(test)]
+pub(crate) const TC_EGRESS_L3: &str = "connlog_tc_egress_l3";
 /// Does nothing: attached only for benchmarks (`attach_empty_classifier`).
 pub(crate) const TC_EMPTY: &str = "connlog_tc_empty";
 
@@ -56,6 +61,10 @@ pub(crate) fn open(config: &ProbeConfig) -> Result<(Ebpf, KernelFacts), ProbeErr
     let ebpf = EbpfLoader::new()
         .override_global(names::GLOBALS, &facts.globals, true)
         .map_max_entries(names::EVENTS, config.ring_bytes)
+        .map_max_entries(
+            names::ATTEMPTS,
+            u32::try_from(config.max_pending).unwrap_or(u32::MAX),
+        )
         .load(OBJECT)
         .map_err(ProbeError::Load)?;
     Ok((ebpf, facts))
@@ -69,18 +78,52 @@ pub(crate) fn set_ports(ebpf: &mut Ebpf, ports: &[u16]) -> Result<(), ProbeError
             name: names::PORTS.into(),
         },
     })?;
-    let mut map: BpfHashMap<_, u16, u8> =
-        BpfHashMap::try_from(map).map_err(|source| ProbeError::Map {
-            what: "PORTS",
-            source,
-        })?;
+    let mut map: Array<_, u8> = Array::try_from(map).map_err(|source| ProbeError::Map {
+        what: "PORTS",
+        source,
+    })?;
     for &port in ports {
-        map.insert(port, 1, 0).map_err(|source| ProbeError::Map {
-            what: "PORTS",
-            source,
-        })?;
+        map.set(u32::from(port), 1, 0)
+            .map_err(|source| ProbeError::Map {
+                what: "PORTS",
+                source,
+            })?;
     }
     Ok(())
+}
+
+/// The kernel's attempt table and its insert/remove counts, for the sweeper.
+#[expect(
+    clippy::type_complexity,
+    reason = "two map handles, named at the call site"
+)]
+pub(crate) fn take_attempts(
+    ebpf: &mut Ebpf,
+) -> Result<
+    (
+        BpfHashMap<MapData, AttemptKey, Attempt>,
+        PerCpuArray<MapData, u64>,
+    ),
+    ProbeError,
+> {
+    let take = |ebpf: &mut Ebpf, name: &'static str| {
+        ebpf.take_map(name).ok_or(ProbeError::Map {
+            what: name,
+            source: aya::maps::MapError::InvalidName { name: name.into() },
+        })
+    };
+    let attempts =
+        BpfHashMap::try_from(take(ebpf, names::ATTEMPTS)?).map_err(|source| ProbeError::Map {
+            what: names::ATTEMPTS,
+            source,
+        })?;
+    let counts = PerCpuArray::try_from(take(ebpf, names::ATTEMPT_COUNTS)?).map_err(|source| {
+        ProbeError::Map {
+            what: names::ATTEMPT_COUNTS,
+            source,
+        }
+    })?;
+    Ok((attempts, counts))
 }
 
 /// Loads everything and attaches the tracepoints, then the TC programs to

@@ -15,12 +15,13 @@ mod kernel;
 mod loader;
 mod netlink;
 mod reader;
+mod sweep;
 #[cfg(test)]
 mod test_run;
 mod tracker;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::mpsc;
@@ -76,14 +77,21 @@ pub struct ProbeStats {
     pub ring_full: u64,
     /// `TcpEvent`s dropped because the consumer's channel was full.
     pub channel_full: u64,
-    /// SYNs not tracked because the pending-attempt table was full.
+    /// Attempts the kernel's LRU table (`[probe] max_pending` entries)
+    /// evicted to make room, before their outcome was reported (or, for
+    /// closed ones, before they were forgotten): estimated from the
+    /// kernel's insert/remove counts at each sweep, exact at rest.
     pub table_full: u64,
+    /// Attempts (pending or recently closed) in the kernel's table at the
+    /// last sweep.
+    pub tracked: u64,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     channel_full: AtomicU64,
     table_full: AtomicU64,
+    tracked: AtomicU64,
 }
 
 /// The programs loaded and attached, not yet read: what needs privileges.
@@ -93,6 +101,9 @@ pub struct LoadedProbe {
     loaded: loader::Loaded,
     facts: kernel::KernelFacts,
     ring: aya::maps::RingBuf<aya::maps::MapData>,
+    attempts:
+        aya::maps::HashMap<aya::maps::MapData, connlog_common::AttemptKey, connlog_common::Attempt>,
+    counts: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
     config: ProbeConfig,
     ports: Vec<u16>,
     /// Link notifications, when the probe follows every interface.
@@ -105,6 +116,7 @@ pub struct Probe {
     loaded: Arc<Mutex<loader::Loaded>>,
     counters: Arc<Counters>,
     reader: tokio::task::JoinHandle<()>,
+    stop_sweeper: Arc<AtomicBool>,
     hotplug: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -135,10 +147,13 @@ impl Probe {
         let interfaces = checks::interfaces(config.interfaces.as_deref())?;
         let (mut loaded, facts) = loader::load(config, &all, &interfaces)?;
         let ring = loaded.take_ring()?;
+        let (attempts, counts) = loader::take_attempts(&mut loaded.ebpf)?;
         Ok(LoadedProbe {
             loaded,
             facts,
             ring,
+            attempts,
+            counts,
             config: config.clone(),
             ports: all,
             links,
@@ -178,6 +193,7 @@ impl ProbeStatsSource {
             ring_full: self.loaded.upgrade().map_or(0, |l| lock(&l).ring_full()),
             channel_full: self.counters.channel_full.load(Ordering::Relaxed),
             table_full: self.counters.table_full.load(Ordering::Relaxed),
+            tracked: self.counters.tracked.load(Ordering::Relaxed),
         }
     }
 }
@@ -190,19 +206,36 @@ impl LoadedProbe {
             loaded,
             facts,
             ring,
+            attempts,
+            counts,
             config,
             ports,
             links,
         } = self;
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(config.channel_capacity);
+        let stop_sweeper = Arc::new(AtomicBool::new(false));
+        let sweeper = sweep::Sweeper {
+            attempts,
+            counts,
+            tracker: tracker::Tracker::new(config.syn_timeout),
+            capacity: config.max_pending,
+            period: sweep::period(config.syn_timeout),
+            tx: tx.clone(),
+            counters: counters.clone(),
+            stop: stop_sweeper.clone(),
+        };
+        if let Err(err) = std::thread::Builder::new()
+            .name("probe-sweep".into())
+            .spawn(move || sweeper.run())
+        {
+            tracing::error!(error = %err, "probe: cannot start the sweeper; no TcpTimeout events");
+        }
         let reader = tokio::spawn(reader::run(reader::Reader {
             ring,
-            tracker: tracker::Tracker::new(config.syn_timeout, config.max_pending),
             tx,
             counters: counters.clone(),
             rst_reasons: facts.rst_reasons,
-            syn_timeout: config.syn_timeout,
         }));
         tracing::info!(interfaces = ?loaded.interfaces(), ports = ?ports, "probe attached");
         let loaded = Arc::new(Mutex::new(loaded));
@@ -212,6 +245,7 @@ impl LoadedProbe {
                 loaded,
                 counters,
                 reader,
+                stop_sweeper,
                 hotplug,
             },
             rx,
@@ -229,6 +263,7 @@ fn lock(loaded: &Mutex<loader::Loaded>) -> std::sync::MutexGuard<'_, loader::Loa
 impl Drop for Probe {
     fn drop(&mut self) {
         self.reader.abort();
+        self.stop_sweeper.store(true, Ordering::Relaxed);
         if let Some(hotplug) = &self.hotplug {
             hotplug.abort();
         }
