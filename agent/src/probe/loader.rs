@@ -34,6 +34,7 @@ pub(crate) const TC_INGRESS_L3: &str = "connlog_tc_ingress_l3";
 pub(crate) const TC_EGRESS_L3: &str = "connlog_tc_egress_l3";
 /// Does nothing: attached only for benchmarks (`attach_empty_classifier`).
 pub(crate) const TC_EMPTY: &str = "connlog_tc_empty";
+pub(crate) const TC_EMPTY_EGRESS: &str = "connlog_tc_empty_egress";
 
 /// TC programs and the directions each is attached in, on every interface.
 type TcPrograms = Vec<(&'static str, &'static [TcAttachType])>;
@@ -162,7 +163,8 @@ pub(crate) fn load(
         (TC_EGRESS, &[TcAttachType::Egress][..]),
     ];
     if config.attach_empty_classifier {
-        tc.push((TC_EMPTY, &[TcAttachType::Ingress, TcAttachType::Egress][..]));
+        tc.push((TC_EMPTY, &[TcAttachType::Ingress][..]));
+        tc.push((TC_EMPTY_EGRESS, &[TcAttachType::Egress][..]));
     }
     // The L3 variants are loaded now too: an L3 interface may appear after
     // the agent dropped the privileges loading needs.
