@@ -10,9 +10,9 @@ use clap::Parser;
 use connlog_agent::config::Config;
 use connlog_agent::export::Exporter;
 use connlog_agent::join::{self, JoinConfig, JoinStats};
-use connlog_agent::privileges;
 use connlog_agent::tls::{self, Terminator};
 use connlog_agent::{LoadedProbe, Probe, print_json_line};
+use connlog_agent::{metrics, privileges};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -58,6 +58,12 @@ fn run(args: Args) -> Result<()> {
     let config = Config::load(&args.config).context("loading config")?;
     let probe = load_probe(&config)?;
     let bound = tls::bind(&config.listeners).context("starting listeners")?;
+    let metrics = match config.metrics.listen {
+        Some(addr) => {
+            Some(metrics::bind(addr).with_context(|| format!("binding metrics.listen {addr}"))?)
+        }
+        None => None,
+    };
     privileges::drop_all().context("dropping privileges")?;
     // Read with the rights a SIGHUP reload has.
     let terminator = Arc::new(Terminator::load(&config.listeners).context("loading TLS files")?);
@@ -65,7 +71,14 @@ fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(serve(args.print_events, config, probe, bound, terminator))
+    runtime.block_on(serve(
+        args.print_events,
+        config,
+        probe,
+        bound,
+        metrics,
+        terminator,
+    ))
 }
 
 async fn serve(
@@ -73,6 +86,7 @@ async fn serve(
     config: Config,
     probe: Option<LoadedProbe>,
     bound: tls::Bound,
+    metrics: Option<metrics::Endpoint>,
     terminator: Arc<Terminator>,
 ) -> Result<()> {
     // Records: probe + terminator → joiner → exporter.
@@ -87,19 +101,36 @@ async fn serve(
     let (join_tx, join_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
     let join_cfg = JoinConfig::new(config.agent_id.clone(), probe.is_some(), distributions);
     let join_stop = CancellationToken::new();
+    let join_stats = Arc::new(JoinStats::default());
+    let records = Arc::new(metrics::StatusCounts::default());
+    let counted = records.clone();
     let joiner = tokio::spawn(join::run(
         join_cfg,
         tcp_rx,
         join_rx,
-        Arc::new(JoinStats::default()),
+        join_stats.clone(),
         join_stop.clone(),
-        move |record| export.send(record),
+        move |record| {
+            counted.count(&record);
+            export.send(record);
+        },
     ));
     let (tx, mut rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
     let shutdown = CancellationToken::new();
     let running = terminator
         .serve(bound, tx, shutdown.clone())
         .context("starting listeners")?;
+    if let Some(endpoint) = metrics {
+        let sources = metrics::Sources {
+            probe: probe.as_ref().map(Probe::stats_source),
+            tls: terminator.counters(),
+            functions: connlog_agent::function::running_pool(),
+            join: join_stats,
+            export: exporter.stats(),
+            records,
+        };
+        tokio::spawn(endpoint.serve(sources, shutdown.clone()));
+    }
     let printer = tokio::spawn(async move {
         while let Some(outcome) = rx.recv().await {
             if print && let Err(e) = print_json_line(&outcome) {

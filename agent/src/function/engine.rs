@@ -109,9 +109,9 @@ impl CallState {
 // Limits as enforced: time is the calling thread's CPU time (the handler
 // plus every job it queued), checked by the interrupt handler and once more
 // after the call, so native work that cannot be interrupted still counts.
-// In a VM that clock also runs while the hypervisor keeps the vCPU busy
-// elsewhere (host page faults, interrupts charged to whatever thread was
-// running): a 13 µs call was once charged more than 5 ms. So a time limit
+// In this VM that clock jumps: adjacent readings milliseconds apart with
+// microseconds of wall time between them (docs/connection-functions.md),
+// and a 13 µs call was once charged more than 5 ms. So a time limit
 // that rests on one uninterrupted stretch of at least [`SPIKE`] between two
 // clock readings is `unconfirmed`, and the caller runs the call again on a
 // fresh engine; the bytecode interpreter reads the clock every 10 000

@@ -51,7 +51,7 @@ use std::time::Duration;
 use crate::{FailureCode, Status};
 
 pub use counters::PoolCounters;
-pub use gate::{for_listener, shared_pool};
+pub use gate::{for_listener, running_pool, shared_pool};
 pub use info::{CertInfo, ConnectionInfo};
 pub use kvs::Kvs;
 pub use pool::{ConnectionFunction, FunctionPool};

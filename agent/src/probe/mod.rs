@@ -12,6 +12,7 @@ mod decode;
 mod event;
 mod hotplug;
 mod kernel;
+mod link;
 mod loader;
 mod netlink;
 mod reader;
@@ -22,7 +23,7 @@ mod tracker;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::mpsc;
 
@@ -166,8 +167,31 @@ impl Probe {
     }
 
     pub fn stats(&self) -> ProbeStats {
+        self.stats_source().stats()
+    }
+
+    /// A handle that reads the counters without keeping the probe
+    /// attached (for metrics).
+    pub fn stats_source(&self) -> ProbeStatsSource {
+        ProbeStatsSource {
+            loaded: Arc::downgrade(&self.loaded),
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+/// Reads the probe's counters; after the probe is gone the kernel's
+/// ring-full count reads as 0.
+#[derive(Clone)]
+pub struct ProbeStatsSource {
+    loaded: Weak<Mutex<loader::Loaded>>,
+    counters: Arc<Counters>,
+}
+
+impl ProbeStatsSource {
+    pub fn stats(&self) -> ProbeStats {
         ProbeStats {
-            ring_full: lock(&self.loaded).ring_full(),
+            ring_full: self.loaded.upgrade().map_or(0, |l| lock(&l).ring_full()),
             channel_full: self.counters.channel_full.load(Ordering::Relaxed),
             table_full: self.counters.table_full.load(Ordering::Relaxed),
             tracked: self.counters.tracked.load(Ordering::Relaxed),
