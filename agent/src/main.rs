@@ -14,7 +14,7 @@ use connlog_agent::tls::Terminator;
 use connlog_agent::{Probe, print_json_line};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// How long open connections may take to finish after SIGTERM.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
@@ -53,6 +53,7 @@ fn main() {
 async fn run(args: Args) -> Result<()> {
     let config = Config::load(&args.config).context("loading config")?;
     let terminator = Arc::new(Terminator::load(&config.listeners).context("loading TLS files")?);
+    raise_fd_limit();
     // Records: probe + terminator → joiner → exporter.
     let (exporter, export) = Exporter::start(config.export.clone(), config.agent_id.clone());
     let (tcp_tx, tcp_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
@@ -136,6 +137,26 @@ async fn run(args: Args) -> Result<()> {
         "exporter stopped"
     );
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard limit: every connection
+/// holds one descriptor (two while proxied), and the usual soft default of
+/// 1024 would refuse connections (`accept` → EMFILE) long before an edge
+/// host runs out of memory.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current >= limit.maximum {
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => info!(from = ?limit.current, to = ?limit.maximum, "raised the open-file limit"),
+        Err(e) => warn!(error = %e, limit = ?limit.current, "could not raise the open-file limit"),
+    }
 }
 
 /// Starts the kernel probe on the listeners' ports (plus `[probe] ports`);
