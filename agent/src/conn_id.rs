@@ -14,8 +14,8 @@ impl ConnectionId {
     /// A fresh id. Falls back to a time-and-counter id only if the OS
     /// random source fails, which on Linux ≥ 3.17 it does not once booted.
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 18];
-        if getrandom::fill(&mut bytes).is_err() {
+        let mut bytes = [0u8; ID_BYTES];
+        if !take_random(&mut bytes) {
             fallback(&mut bytes);
         }
         Self(URL_SAFE.encode(bytes))
@@ -26,7 +26,40 @@ impl ConnectionId {
     }
 }
 
-fn fallback(bytes: &mut [u8; 18]) {
+const ID_BYTES: usize = 18;
+/// Ids drawn from one `getrandom` call: one system call per 64 ids
+/// instead of one per id.
+const POOL_IDS: usize = 64;
+
+thread_local! {
+    /// OS random bytes not yet used, and how many are left at the end.
+    static POOL: std::cell::RefCell<([u8; ID_BYTES * POOL_IDS], usize)> =
+        const { std::cell::RefCell::new(([0; ID_BYTES * POOL_IDS], 0)) };
+}
+
+/// Fills `out` with OS random bytes from this thread's pool; false if the
+/// OS random source failed. Used bytes are zeroed in the pool.
+fn take_random(out: &mut [u8; ID_BYTES]) -> bool {
+    POOL.with(|pool| {
+        let Ok(mut pool) = pool.try_borrow_mut() else {
+            return getrandom::fill(out).is_ok();
+        };
+        let (bytes, left) = &mut *pool;
+        if *left < ID_BYTES {
+            if getrandom::fill(bytes).is_err() {
+                return false;
+            }
+            *left = bytes.len();
+        }
+        let start = *left - ID_BYTES;
+        out.copy_from_slice(&bytes[start..*left]);
+        bytes[start..*left].fill(0);
+        *left = start;
+        true
+    })
+}
+
+fn fallback(bytes: &mut [u8; ID_BYTES]) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()

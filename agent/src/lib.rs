@@ -12,8 +12,10 @@ mod conn_id;
 pub mod export;
 pub mod function;
 pub mod join;
+pub mod metrics;
 mod policy;
 mod print;
+pub mod privileges;
 pub mod probe;
 mod proxy;
 mod status;
@@ -23,7 +25,9 @@ mod tuple;
 pub use clock::MonoNanos;
 pub use conn_id::ConnectionId;
 pub use print::print_json_line;
-pub use probe::{Probe, ProbeError, ProbeStats, TcpEvent, TcpFailureDetail};
+pub use probe::{
+    LoadedProbe, Probe, ProbeError, ProbeStats, ProbeStatsSource, TcpEvent, TcpFailureDetail,
+};
 pub use status::{FailureCode, Status};
 pub use tls::{ClientCertInfo, TlsOutcome};
 pub use tuple::Tuple;

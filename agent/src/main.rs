@@ -1,5 +1,5 @@
-//! `connlog-agent`: parse the command line and config, start the parts,
-//! drain on SIGTERM.
+//! `connlog-agent`: parse the command line and config, do the privileged
+//! part, drop privileges, start the parts, drain on SIGTERM.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,8 +10,9 @@ use clap::Parser;
 use connlog_agent::config::Config;
 use connlog_agent::export::Exporter;
 use connlog_agent::join::{self, JoinConfig, JoinStats};
-use connlog_agent::tls::Terminator;
-use connlog_agent::{Probe, print_json_line};
+use connlog_agent::tls::{self, Terminator};
+use connlog_agent::{LoadedProbe, Probe, print_json_line};
+use connlog_agent::{metrics, privileges};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -49,15 +50,50 @@ fn main() {
     }
 }
 
-#[tokio::main]
-async fn run(args: Args) -> Result<()> {
+/// The privileged part first, on the process's only thread: load and
+/// attach the probe, bind every listener. Then give up every capability,
+/// and only then start threads (function pool, tokio runtime), which
+/// inherit the empty sets.
+fn run(args: Args) -> Result<()> {
     let config = Config::load(&args.config).context("loading config")?;
+    let probe = load_probe(&config)?;
+    let bound = tls::bind(&config.listeners).context("starting listeners")?;
+    let metrics = match config.metrics.listen {
+        Some(addr) => {
+            Some(metrics::bind(addr).with_context(|| format!("binding metrics.listen {addr}"))?)
+        }
+        None => None,
+    };
+    privileges::drop_all().context("dropping privileges")?;
+    // Read with the rights a SIGHUP reload has.
     let terminator = Arc::new(Terminator::load(&config.listeners).context("loading TLS files")?);
     raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(
+        args.print_events,
+        config,
+        probe,
+        bound,
+        metrics,
+        terminator,
+    ))
+}
+
+async fn serve(
+    print: bool,
+    config: Config,
+    probe: Option<LoadedProbe>,
+    bound: tls::Bound,
+    metrics: Option<metrics::Endpoint>,
+    terminator: Arc<Terminator>,
+) -> Result<()> {
     // Records: probe + terminator → joiner → exporter.
     let (exporter, export) = Exporter::start(config.export.clone(), config.agent_id.clone());
     let (tcp_tx, tcp_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
-    let probe = start_probe(&config, args.print_events, tcp_tx)?;
+    let probe = probe.map(|p| start_probe(p, print, tcp_tx));
     let distributions = config
         .listeners
         .iter()
@@ -66,21 +102,36 @@ async fn run(args: Args) -> Result<()> {
     let (join_tx, join_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
     let join_cfg = JoinConfig::new(config.agent_id.clone(), probe.is_some(), distributions);
     let join_stop = CancellationToken::new();
+    let join_stats = Arc::new(JoinStats::default());
+    let records = Arc::new(metrics::StatusCounts::default());
+    let counted = records.clone();
     let joiner = tokio::spawn(join::run(
         join_cfg,
         tcp_rx,
         join_rx,
-        Arc::new(JoinStats::default()),
+        join_stats.clone(),
         join_stop.clone(),
-        move |record| export.send(record),
+        move |record| {
+            counted.count(&record);
+            export.send(record);
+        },
     ));
     let (tx, mut rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
     let shutdown = CancellationToken::new();
     let running = terminator
-        .start(tx, shutdown.clone())
-        .await
+        .serve(bound, tx, shutdown.clone())
         .context("starting listeners")?;
-    let print = args.print_events;
+    if let Some(endpoint) = metrics {
+        let sources = metrics::Sources {
+            probe: probe.as_ref().map(Probe::stats_source),
+            tls: terminator.counters(),
+            functions: connlog_agent::function::running_pool(),
+            join: join_stats,
+            export: exporter.stats(),
+            records,
+        };
+        tokio::spawn(endpoint.serve(sources, shutdown.clone()));
+    }
     let printer = tokio::spawn(async move {
         while let Some(outcome) = rx.recv().await {
             if print && let Err(e) = print_json_line(&outcome) {
@@ -159,13 +210,9 @@ fn raise_fd_limit() {
     }
 }
 
-/// Starts the kernel probe on the listeners' ports (plus `[probe] ports`);
-/// its events are printed with `--print-events` and go to the joiner.
-fn start_probe(
-    config: &Config,
-    print: bool,
-    joiner: tokio::sync::mpsc::Sender<connlog_agent::TcpEvent>,
-) -> Result<Option<Probe>> {
+/// Loads and attaches the kernel probe on the listeners' ports (plus
+/// `[probe] ports`); `None` when the probe is off.
+fn load_probe(config: &Config) -> Result<Option<LoadedProbe>> {
     if !config.probe.enabled {
         return Ok(None);
     }
@@ -175,8 +222,19 @@ fn start_probe(
         .flat_map(|l| l.bind.iter().map(|a| a.port()))
         .filter(|&port| port != 0)
         .collect();
-    let (probe, mut events) =
-        Probe::start(&config.probe, &ports).context("starting the kernel probe")?;
+    Probe::load(&config.probe, &ports)
+        .map(Some)
+        .context("starting the kernel probe")
+}
+
+/// Starts reading the probe; its events are printed with `--print-events`
+/// and go to the joiner.
+fn start_probe(
+    probe: LoadedProbe,
+    print: bool,
+    joiner: tokio::sync::mpsc::Sender<connlog_agent::TcpEvent>,
+) -> Probe {
+    let (probe, mut events) = probe.start();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             if print && let Err(e) = print_json_line(&event) {
@@ -186,5 +244,5 @@ fn start_probe(
             let _ = joiner.send(event).await;
         }
     });
-    Ok(Some(probe))
+    probe
 }

@@ -2,14 +2,40 @@
 //! record counts as written by a sink once that sink wrote it, so a batch
 //! retried after a partial failure is written once by every sink.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hasher};
 use std::time::{Duration, Instant};
+
+/// A map keyed by [`Dedup::key`]s: already hashes (SipHash of the id), so
+/// they are used as they are instead of being hashed a second time.
+pub(crate) type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
+pub(crate) type KeySet = HashSet<u64, BuildHasherDefault<KeyHasher>>;
+
+/// Passes a `u64` key through.
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed; this keeps any other use correct.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// Remembers which sinks wrote which connection ids (as 64-bit hashes),
 /// for `window` or until `max_ids` newer ids push them out.
 pub(crate) struct Dedup {
-    written: HashMap<u64, u64>,
+    written: KeyMap<u64>,
     order: VecDeque<(Instant, u64)>,
     window: Duration,
     max_ids: usize,
@@ -19,7 +45,7 @@ pub(crate) struct Dedup {
 impl Dedup {
     pub(crate) fn new(window: Duration, max_ids: usize) -> Self {
         Self {
-            written: HashMap::new(),
+            written: KeyMap::default(),
             order: VecDeque::new(),
             window,
             max_ids: max_ids.max(1),

@@ -60,7 +60,11 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         max_batch_records: cfg.max_batch_records,
     })
     .max_decoding_message_size(cfg.max_message_bytes);
-    let mut builder = Server::builder();
+    // Large HTTP/2 windows: an agent's batch is about a megabyte, and the
+    // default 64 KiB window would stall it on window updates.
+    let mut builder = Server::builder()
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20);
     if let Some(tls) = &cfg.tls {
         builder = builder
             .tls_config(tls_config(tls)?)

@@ -21,6 +21,14 @@ pub(crate) struct Service {
     pub(crate) max_batch_records: usize,
 }
 
+/// Batches of one stream written or being written before the next is
+/// read: decoding overlaps writing, and memory stays bounded.
+const PIPELINE: usize = 4;
+
+/// A batch handed to the writer and the writer's answer to come, or why
+/// the stream ends.
+type Pending = Result<(u64, oneshot::Receiver<Result<u32, String>>), Status>;
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Why a record cannot be accepted, if it cannot.
@@ -68,36 +76,55 @@ impl Collector for Service {
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
+        // Batches handed to the writer, in order, with their answers: the
+        // next batch is decoded while the writer writes this one.
+        let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(PIPELINE);
         let jobs = self.jobs.clone();
         let max = self.max_batch_records;
         tokio::spawn(async move {
             loop {
-                let batch = match inbound.message().await {
-                    Ok(Some(batch)) => batch,
+                let item = match inbound.message().await {
+                    Ok(Some(batch)) => match check_batch(&batch, max) {
+                        Ok(()) => {
+                            let (done, answer) = oneshot::channel();
+                            let sequence = batch.sequence;
+                            let job = Job::Write {
+                                records: batch.records,
+                                done,
+                            };
+                            match jobs.send(job).await {
+                                Ok(()) => Ok((sequence, answer)),
+                                Err(_) => Err(Status::unavailable("collector shutting down")),
+                            }
+                        }
+                        Err(status) => {
+                            tracing::warn!(peer = ?peer, error = %status.message(), "rejected batch");
+                            Err(status)
+                        }
+                    },
                     Ok(None) => break,
                     Err(status) => {
                         tracing::warn!(peer = ?peer, error = %status.message(), "bad message from agent");
+                        Err(status)
+                    }
+                };
+                // Errors go through the same queue: earlier batches are
+                // answered first.
+                let end = item.is_err();
+                if pending_tx.send(item).await.is_err() || end {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(item) = pending_rx.recv().await {
+                let (sequence, answer) = match item {
+                    Ok(pending) => pending,
+                    Err(status) => {
                         let _ = tx.send(Err(status)).await;
                         break;
                     }
                 };
-                if let Err(status) = check_batch(&batch, max) {
-                    tracing::warn!(peer = ?peer, error = %status.message(), "rejected batch");
-                    let _ = tx.send(Err(status)).await;
-                    break;
-                }
-                let (done, answer) = oneshot::channel();
-                let sequence = batch.sequence;
-                let job = Job::Write {
-                    records: batch.records,
-                    done,
-                };
-                if jobs.send(job).await.is_err() {
-                    let _ = tx
-                        .send(Err(Status::unavailable("collector shutting down")))
-                        .await;
-                    break;
-                }
                 let reply = match answer.await {
                     Ok(Ok(duplicates)) => Ok(Ack {
                         sequence,

@@ -8,7 +8,7 @@ use std::time::Instant;
 use connlog_proto::v1::ConnectionRecord;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::dedup::Dedup;
+use crate::dedup::{Dedup, KeySet};
 use crate::sink::{Sink, SinkError};
 
 /// What the writer thread is asked to do.
@@ -82,7 +82,7 @@ impl Writer {
             .collect();
         // A record repeated inside the batch counts once.
         let mut first = vec![true; records.len()];
-        let mut seen = std::collections::HashSet::with_capacity(records.len());
+        let mut seen = KeySet::with_capacity_and_hasher(records.len(), Default::default());
         for (i, k) in keys.iter().enumerate() {
             first[i] = seen.insert(*k);
         }

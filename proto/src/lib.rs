@@ -11,6 +11,7 @@ mod otlp;
 pub mod sample;
 mod status;
 mod time;
+pub mod wire;
 
 /// The generated `connlog.v1` types, client and server.
 pub mod v1 {

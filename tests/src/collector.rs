@@ -79,10 +79,21 @@ impl CollectorProcess {
             .collect()
     }
 
+    /// Everything the collector wrote on stdout so far (all runs).
+    pub fn stdout(&self) -> String {
+        (0..self.runs)
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("stdout.{i}")))
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
     /// Starts the collector (again) with the same config and port; waits
     /// until it listens.
     pub fn spawn(&mut self) -> Result<()> {
         let log_path = self.dir.path().join(format!("stderr.{}", self.runs));
+        let out = std::fs::File::create(self.dir.path().join(format!("stdout.{}", self.runs)))?;
         self.runs += 1;
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = match &self.netns {
@@ -100,7 +111,7 @@ impl CollectorProcess {
             .arg(&self.config)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(out)
             .stderr(log)
             .spawn()
             .context("starting connlog-collector")?;

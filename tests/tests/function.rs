@@ -384,3 +384,71 @@ fn function_sees_leaf_intermediates_and_connection_fields() -> Result<()> {
     assert_eq!(ev["connection_id"].as_str().map(str::len), Some(24), "{ev}");
     Ok(())
 }
+
+/// Python's `ssl` client (OpenSSL, an independent peer): the handshake
+/// completes, then the server's clean close. `suppress_ragged_eofs=False`
+/// tells `close_notify` (`b''`) from a bare FIN (`SSLEOFError`) and from
+/// a TLS alert (`SSLError` with its reason).
+const PY_CLIENT: &str = r#"
+import socket, ssl, sys
+host, port, ca, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations(ca)
+ctx.load_cert_chain(cert, key)
+sock = socket.create_connection((host, port), timeout=10)
+tls = ctx.wrap_socket(sock, server_hostname='edge.test', suppress_ragged_eofs=False)
+print('handshake ' + tls.version())
+try:
+    print('read ' + repr(tls.recv(1)))
+except ssl.SSLEOFError:
+    print('eof without close_notify')
+except ssl.SSLError as e:
+    print('alert ' + str(e.reason))
+"#;
+
+/// What a denied client sees (issue 5, point 3): the function runs once
+/// rustls finished the handshake, when rustls 0.23 can no longer send an
+/// alert, so a deny is a completed handshake followed by `close_notify`.
+#[test]
+fn denied_client_sees_a_completed_handshake_then_close_notify() -> Result<()> {
+    let kvs = format!(r#"{{"{REVOKED_SERIAL}": "key-compromise"}}"#);
+    let fx = start("fn-py", "required", REVOCATION, &kvs)?;
+    let revoked = fx.root.leaf(&LeafSpec {
+        serial: vec![0x8f, 0x12, 0x35],
+        ..LeafSpec::default()
+    })?;
+    let dir = fx.dir.path();
+    pki::write(dir, "rev.pem", &pki::pem("CERTIFICATE", &[&revoked.der]))?;
+    pki::write(
+        dir,
+        "rev.key",
+        &pki::pem("PRIVATE KEY", &[&revoked.key_pkcs8]),
+    )?;
+    let addr = fx.addr(false);
+    let out = fx
+        .pair
+        .client
+        .command("python3")
+        .args([
+            "-c",
+            PY_CLIENT,
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+        ])
+        .arg(dir.join("ca.pem"))
+        .arg(dir.join("rev.pem"))
+        .arg(dir.join("rev.key"))
+        .stdin(Stdio::null())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout, "handshake TLSv1.3\nread b''\n", "{stderr}");
+    let ev = fx.agent.event()?;
+    assert_eq!(status(&ev), "Failed:ConnectionFunctionDenied", "{ev}");
+    assert_eq!(
+        ev["custom_data"],
+        format!("REVOKED:{REVOKED_SERIAL}"),
+        "{ev}"
+    );
+    Ok(())
+}

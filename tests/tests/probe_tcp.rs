@@ -107,6 +107,27 @@ fn client_rst_in_syn_recv_v6_is_tcp_error() -> Result<()> {
     client_rst_in_syn_recv("pr-rst6", true)
 }
 
+/// After a syncookie SYN-ACK there is no request socket: the client's RST
+/// reaches the listener itself (`kfree_skb` reason TCP_RESET, `rx_sk` the
+/// listener) and still ends the attempt as a client RST.
+#[test]
+fn client_rst_after_a_syncookie_syn_ack_is_tcp_error() -> Result<()> {
+    let fx = ProbeFixture::start("pr-ckrst", "3s", "")?;
+    fx.pair
+        .server
+        .exec(&["sysctl", "-qw", "net.ipv4.tcp_syncookies=2"])?;
+    let _listener = fx.listen(false, PORT)?;
+    fx.scapy_syn(false, 40124, 2_000_000)?;
+    let evs = fx.exactly(1, WITHIN, QUIET)?;
+    let ev = &evs[0];
+    assert_eq!(ev["event"], "failed", "{ev}");
+    assert_eq!(ev["code"], "TcpError");
+    assert_eq!(ev["detail"], "client-rst-in-syn-recv");
+    assert_eq!(tuple(ev).0, format!("{}:40124", fx.pair.client_v4));
+    assert_eq!(u64_of(ev, "synack_retransmits"), 0);
+    Ok(())
+}
+
 /// Test 4: backlog 1 holds two connections; the third final ACK overflows.
 /// With `tcp_abort_on_overflow` the kernel answers it with an RST instead.
 fn overflow(tag: &str, abort: bool, detail: &str) -> Result<()> {

@@ -48,6 +48,7 @@ async fn measure(
     function: &ConnectionFunction,
     calls: u32,
     in_flight: usize,
+    on_pool: bool,
 ) -> Row {
     let started = Instant::now();
     let mut exec = Vec::with_capacity(calls as usize);
@@ -61,7 +62,11 @@ async fn measure(
             let i = next;
             tasks.spawn(async move {
                 let t = Instant::now();
-                let r = function.run(conn(i)).await;
+                let r = if on_pool {
+                    function.run_on_pool(conn(i)).await
+                } else {
+                    function.run(conn(i)).await
+                };
                 (r, t.elapsed())
             });
             next += 1;
@@ -114,17 +119,37 @@ pub async fn run(calls: u32) -> (usize, Vec<Row>) {
     let revocation = ConnectionFunction::new(&pool, Arc::clone(&revocation));
     let trivial = ConnectionFunction::new(&pool, trivial);
     // Warm every worker's engine cache.
-    measure("warm-up", &revocation, 2_000, 64).await;
-    measure("warm-up", &trivial, 2_000, 64).await;
+    for on_pool in [true, false] {
+        measure("warm-up", &revocation, 2_000, 64, on_pool).await;
+        measure("warm-up", &trivial, 2_000, 64, on_pool).await;
+    }
     let rows = vec![
-        measure("allow() only", &trivial, calls, 64).await,
-        measure("KVS revocation (10k keys)", &revocation, calls, 64).await,
+        measure("allow() only, pool", &trivial, calls, 64, true).await,
+        measure(
+            "KVS revocation (10k keys), pool",
+            &revocation,
+            calls,
+            64,
+            true,
+        )
+        .await,
+        measure("allow() only, inline", &trivial, calls, 64, false).await,
+        measure(
+            "KVS revocation (10k keys), inline",
+            &revocation,
+            calls,
+            64,
+            false,
+        )
+        .await,
     ];
     (workers, rows)
 }
 
 pub fn print(workers: usize, calls: u32, rows: &[Row]) {
-    println!("Engine alone: {workers} workers, {calls} calls per row, 64 in flight\n");
+    println!(
+        "Engine alone: {workers} pool workers (inline rows: on the tokio threads), {calls} calls per row, 64 in flight\n"
+    );
     println!(
         "| function | calls | calls/s | exec p50 µs | exec p99 µs | round trip p50 µs | round trip p99 µs | denied |"
     );

@@ -4,12 +4,13 @@
 //! Each section lives in its own file, as a `Raw*` serde type and the
 //! validated type built from it:
 //! `[agent]` here, `[probe]` in `probe.rs`, `[[listener]]` in `listener.rs`,
-//! `[export]` in `export.rs`.
+//! `[export]` in `export.rs`, `[metrics]` in `metrics.rs`.
 
 mod error;
 mod export;
 mod function;
 mod listener;
+mod metrics;
 mod mtls;
 mod probe;
 
@@ -21,6 +22,7 @@ pub use error::ConfigError;
 pub use export::{ExportConfig, ExportProtocol, ExportTls};
 pub use function::FunctionConfig;
 pub use listener::{ListenerConfig, SniCertificate, Tenant};
+pub use metrics::MetricsConfig;
 pub use mtls::{AccessRules, KeyType, MtlsConfig, MtlsMode};
 pub use probe::ProbeConfig;
 
@@ -32,6 +34,7 @@ pub struct Config {
     pub probe: ProbeConfig,
     pub listeners: Vec<ListenerConfig>,
     pub export: ExportConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +48,8 @@ struct RawConfig {
     listeners: Vec<listener::RawListener>,
     #[serde(default)]
     export: export::RawExport,
+    #[serde(default)]
+    metrics: metrics::RawMetrics,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +87,7 @@ impl Config {
             probe: raw.probe.validate(&ctx)?,
             listeners,
             export: raw.export.validate(&ctx)?,
+            metrics: raw.metrics.validate()?,
         })
     }
 }

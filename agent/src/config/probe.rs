@@ -3,11 +3,11 @@
 //! ```toml
 //! [probe]
 //! enabled = true                # default; false runs the agent without eBPF
-//! interfaces = ["lo", "eth0"]   # default: every interface that is up, loopback included
+//! interfaces = ["lo", "eth0"]   # default: every interface that is up, loopback included, and any that comes up later
 //! ports = [8443]                # watched in addition to the listeners' ports
 //! syn_timeout = "3s"            # SYN without ESTABLISHED → TcpTimeout
 //! ring_bytes = 1048576          # kernel ring buffer (power of two, ≥ 4096)
-//! max_pending = 65536           # attempts tracked between SYN and outcome
+//! max_pending = 65536           # kernel LRU table: attempts between SYN and outcome
 //! channel_capacity = 4096       # TcpEvents queued for the consumer
 //! attach_empty_classifier = false  # benchmark aid: the floor for `cargo xtask bench kernel`
 //! ```
@@ -22,12 +22,14 @@ use super::{ConfigError, Ctx};
 pub struct ProbeConfig {
     pub enabled: bool,
     /// Interfaces the TC programs attach to; `None`: every interface that is
-    /// up when the probe starts.
+    /// up when the probe starts, and every one that comes up later.
     pub interfaces: Option<Vec<String>>,
     /// Ports watched in addition to those the caller passes.
     pub ports: Vec<u16>,
     pub syn_timeout: Duration,
     pub ring_bytes: u32,
+    /// Entries of the kernel's attempt table (an LRU map: what overflows is
+    /// evicted and counted). At most `u32::MAX`.
     pub max_pending: usize,
     pub channel_capacity: usize,
     /// Also attach an empty classifier next to the probe's TC programs, so
@@ -106,7 +108,15 @@ impl RawProbe {
             ports: self.ports,
             syn_timeout,
             ring_bytes,
-            max_pending: positive("probe.max_pending", self.max_pending, d.max_pending)?,
+            max_pending: match positive("probe.max_pending", self.max_pending, d.max_pending)? {
+                v if u32::try_from(v).is_err() => {
+                    return Err(ConfigError::invalid(
+                        "probe.max_pending",
+                        format!("{v}: at most {}", u32::MAX),
+                    ));
+                }
+                v => v,
+            },
             channel_capacity: positive(
                 "probe.channel_capacity",
                 self.channel_capacity,

@@ -7,16 +7,16 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use connlog_proto::v1::{ConnectionRecord, RecordBatch};
-use prost::Message;
+use connlog_proto::v1::ConnectionRecord;
+use connlog_proto::wire::{self, EncodedBatch};
 
 use super::spool::Spool;
 use super::stats::ExportStats;
 use crate::config::ExportConfig;
 
-/// A batch awaiting acknowledgement, in memory or on disk.
+/// A batch awaiting acknowledgement, encoded, in memory or on disk.
 pub(crate) struct Held {
-    pub(crate) batch: Option<RecordBatch>,
+    pub(crate) body: Option<Arc<Vec<u8>>>,
     pub(crate) spooled: Option<PathBuf>,
     pub(crate) records: usize,
     pub(crate) bytes: usize,
@@ -30,8 +30,11 @@ pub(crate) struct Buffer {
     spool: Option<Spool>,
     spool_max_bytes: u64,
     spool_bytes: u64,
-    pending: Vec<ConnectionRecord>,
-    pending_bytes: usize,
+    /// The next batch's body, records encoded as they arrive.
+    pending: Vec<u8>,
+    pending_records: usize,
+    /// Size of the last batch cut: the next body's starting capacity.
+    last_body: usize,
     /// Unacknowledged batches by sequence.
     pub(crate) unacked: BTreeMap<u64, Held>,
     /// Records and bytes held in memory (pending + in-memory batches).
@@ -52,7 +55,8 @@ impl Buffer {
             spool_max_bytes: cfg.spool_max_bytes,
             spool_bytes: 0,
             pending: Vec::new(),
-            pending_bytes: 0,
+            pending_records: 0,
+            last_body: 0,
             unacked: BTreeMap::new(),
             mem_records: 0,
             mem_bytes: 0,
@@ -75,16 +79,15 @@ impl Buffer {
     fn adopt_spooled(&mut self, files: Vec<PathBuf>) {
         for path in files {
             match Spool::read(&path) {
-                Ok(batch) => {
-                    let records = batch.records.len();
-                    let bytes = batch.encoded_len();
+                Ok((body, records)) => {
+                    let bytes = body.len();
                     let seq = self.take_seq();
                     self.spool_bytes += bytes as u64;
                     ExportStats::add(&self.stats.records_in, records as u64);
                     self.unacked.insert(
                         seq,
                         Held {
-                            batch: None,
+                            body: None,
                             spooled: Some(path),
                             records,
                             bytes,
@@ -112,13 +115,14 @@ impl Buffer {
         self.mem_records + 1 > self.max_records || self.mem_bytes + extra_bytes > self.max_bytes
     }
 
-    /// Takes a record; drops and counts it if there is no room anywhere.
-    /// Returns true when a full batch is ready.
-    pub(crate) fn push(&mut self, record: ConnectionRecord) -> bool {
-        let bytes = record.encoded_len() + 4;
+    /// Takes a record (encoding it into the pending batch); drops and
+    /// counts it if there is no room anywhere. Returns true when a full
+    /// batch is ready.
+    pub(crate) fn push(&mut self, record: &ConnectionRecord) -> bool {
+        let bytes = wire::record_len(record);
         if self.full(bytes) {
             // Make room by moving the pending records to the spool.
-            if self.spool.is_some() && !self.pending.is_empty() {
+            if self.spool.is_some() && self.pending_records > 0 {
                 self.cut_batch();
             }
             if self.full(bytes) {
@@ -126,48 +130,49 @@ impl Buffer {
                 return false;
             }
         }
+        if self.pending_records == 0 {
+            self.pending.reserve(self.last_body.max(4096));
+            wire::begin_body(&self.agent_id, &mut self.pending);
+            self.mem_bytes += self.pending.len();
+        }
+        let written = wire::push_record(record, &mut self.pending);
+        self.pending_records += 1;
         self.mem_records += 1;
-        self.mem_bytes += bytes;
-        self.pending_bytes += bytes;
-        self.pending.push(record);
-        self.pending.len() >= self.batch_max_records
+        self.mem_bytes += written;
+        self.pending_records >= self.batch_max_records
     }
 
     pub(crate) fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        self.pending_records > 0
     }
 
     /// Turns the pending records into a batch (kept in memory, or spooled
     /// when memory is over its bound).
     pub(crate) fn cut_batch(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending_records == 0 {
             return;
         }
-        let records = std::mem::take(&mut self.pending);
-        let bytes = std::mem::take(&mut self.pending_bytes);
-        let count = records.len();
+        let body = std::mem::take(&mut self.pending);
+        let count = std::mem::take(&mut self.pending_records);
+        self.last_body = body.len();
         let seq = self.take_seq();
-        let batch = RecordBatch {
-            sequence: seq,
-            agent_id: self.agent_id.clone(),
-            records,
-        };
         let over = self.mem_records > self.max_records / 2 || self.mem_bytes > self.max_bytes / 2;
+        // Already counted in `mem_bytes` as it was encoded.
+        let bytes = body.len();
         let mut held = Held {
-            batch: None,
+            body: None,
             spooled: None,
             records: count,
             bytes,
         };
         let room = self.spool_bytes + bytes as u64 <= self.spool_max_bytes;
         if let (true, true, Some(spool)) = (over, room, self.spool.as_mut()) {
-            match spool.write(&batch) {
-                Ok((path, size)) => {
-                    self.spool_bytes += size;
+            match spool.write(&body) {
+                Ok(path) => {
+                    self.spool_bytes += bytes as u64;
                     self.mem_records -= count;
                     self.mem_bytes -= bytes;
                     held.spooled = Some(path);
-                    held.bytes = usize::try_from(size).unwrap_or(usize::MAX);
                     ExportStats::add(&self.stats.batches_spooled, 1);
                     self.unacked.insert(seq, held);
                     return;
@@ -177,22 +182,25 @@ impl Buffer {
                 }
             }
         }
-        held.batch = Some(batch);
+        held.body = Some(Arc::new(body));
         self.unacked.insert(seq, held);
     }
 
     /// The batch with `seq`, read from the spool if needed.
-    pub(crate) fn batch(&self, seq: u64) -> Option<RecordBatch> {
+    pub(crate) fn batch(&self, seq: u64) -> Option<EncodedBatch> {
         let held = self.unacked.get(&seq)?;
-        if let Some(batch) = &held.batch {
-            return Some(batch.clone());
+        if let Some(body) = &held.body {
+            return Some(EncodedBatch {
+                sequence: seq,
+                body: body.clone(),
+            });
         }
         let path = held.spooled.as_ref()?;
         match Spool::read(path) {
-            Ok(mut batch) => {
-                batch.sequence = seq;
-                Some(batch)
-            }
+            Ok((body, _)) => Some(EncodedBatch {
+                sequence: seq,
+                body: Arc::new(body),
+            }),
             Err(err) => {
                 tracing::error!(error = %err, "reading a spooled batch failed");
                 None
@@ -218,7 +226,7 @@ impl Buffer {
 
     /// Records still held (pending + unacknowledged).
     pub(crate) fn held_records(&self) -> u64 {
-        (self.pending.len() + self.unacked.values().map(|h| h.records).sum::<usize>()) as u64
+        (self.pending_records + self.unacked.values().map(|h| h.records).sum::<usize>()) as u64
     }
 
     /// Held records not on disk: lost if the process ends now.
@@ -251,13 +259,14 @@ mod tests {
     fn batches_by_size_and_releases_on_ack() {
         let stats = Arc::new(ExportStats::default());
         let mut b = Buffer::new(&cfg(100), "a".into(), stats);
-        assert!(!b.push(record(0)));
-        assert!(!b.push(record(1)));
-        assert!(b.push(record(2)), "third record fills the batch");
+        assert!(!b.push(&record(0)));
+        assert!(!b.push(&record(1)));
+        assert!(b.push(&record(2)), "third record fills the batch");
         b.cut_batch();
-        let batch = b.batch(1).unwrap();
+        let batch = b.batch(1).unwrap().decode().unwrap();
         assert_eq!(batch.sequence, 1);
-        assert_eq!(batch.records.len(), 3);
+        assert_eq!(batch.agent_id, "a");
+        assert_eq!(batch.records, vec![record(0), record(1), record(2)]);
         assert_eq!(b.held_records(), 3);
         assert_eq!(b.release(1), Some(3));
         assert_eq!(b.held_records(), 0);
@@ -269,7 +278,7 @@ mod tests {
         let stats = Arc::new(ExportStats::default());
         let mut b = Buffer::new(&cfg(4), "a".into(), stats.clone());
         for i in 0..6 {
-            b.push(record(i));
+            b.push(&record(i));
         }
         assert_eq!(stats.dropped_buffer_full.load(Ordering::Relaxed), 2);
         assert_eq!(b.held_records(), 4);
@@ -283,7 +292,7 @@ mod tests {
         c.spool_dir = Some(dir.path().to_path_buf());
         let mut b = Buffer::new(&c, "a".into(), stats.clone());
         for i in 0..12 {
-            if b.push(record(i)) {
+            if b.push(&record(i)) {
                 b.cut_batch();
             }
         }
@@ -297,7 +306,7 @@ mod tests {
             .copied()
             .collect::<Vec<_>>()
             .into_iter()
-            .flat_map(|s| b.batch(s).unwrap().records)
+            .flat_map(|s| b.batch(s).unwrap().decode().unwrap().records)
             .map(|r| r.connection_id)
             .collect();
         assert_eq!(ids, (0..12).map(|i| format!("id-{i}")).collect::<Vec<_>>());

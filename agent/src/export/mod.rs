@@ -5,6 +5,7 @@
 //! an optional disk spool, and drops-and-counts past capacity.
 
 mod buffer;
+mod queue;
 mod run;
 mod spool;
 mod stats;
@@ -13,10 +14,11 @@ mod transport;
 use std::sync::Arc;
 
 use connlog_proto::v1::ConnectionRecord;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::ExportConfig;
+use queue::Queue;
 pub use stats::ExportStats;
 
 /// Records waiting between the joiner and the exporter task. Full: drop
@@ -24,29 +26,39 @@ pub use stats::ExportStats;
 const INPUT_QUEUE: usize = 16_384;
 
 /// Where the joiner hands records over. Cheap to clone; never blocks.
-#[derive(Clone)]
 pub struct ExportHandle {
-    tx: mpsc::Sender<ConnectionRecord>,
+    queue: Arc<Queue>,
     stats: Arc<ExportStats>,
+}
+
+impl Clone for ExportHandle {
+    fn clone(&self) -> Self {
+        self.queue.add_handle();
+        Self {
+            queue: self.queue.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+impl Drop for ExportHandle {
+    fn drop(&mut self) {
+        self.queue.drop_handle();
+    }
 }
 
 impl ExportHandle {
     /// Records waiting in the input queue (for load generators that want
     /// to run at the exporter's pace without drops).
     pub fn queued(&self) -> usize {
-        INPUT_QUEUE.saturating_sub(self.tx.capacity())
+        self.queue.len()
     }
 
     pub fn send(&self, record: ConnectionRecord) {
-        match self.tx.try_send(record) {
-            Ok(()) => {
-                ExportStats::add(&self.stats.records_in, 1);
-            }
-            Err(_) => ExportStats::drop_records(
-                &self.stats.dropped_queue_full,
-                1,
-                "export input queue full",
-            ),
+        if self.queue.push(record) {
+            ExportStats::add(&self.stats.records_in, 1);
+        } else {
+            ExportStats::drop_records(&self.stats.dropped_queue_full, 1, "export input queue full");
         }
     }
 }
@@ -69,16 +81,22 @@ impl Exporter {
     /// and counted as unsent.
     pub fn start(cfg: ExportConfig, agent_id: String) -> (Exporter, ExportHandle) {
         let stats = Arc::new(ExportStats::default());
-        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+        let queue = Arc::new(Queue::new(INPUT_QUEUE));
         let (stop, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(run::run(cfg, agent_id, rx, stop_rx, stats.clone()));
+        let task = tokio::spawn(run::run(
+            cfg,
+            agent_id,
+            queue.clone(),
+            stop_rx,
+            stats.clone(),
+        ));
         (
             Exporter {
                 stop,
                 task,
                 stats: stats.clone(),
             },
-            ExportHandle { tx, stats },
+            ExportHandle { queue, stats },
         )
     }
 

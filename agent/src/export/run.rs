@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use connlog_proto::v1::ConnectionRecord;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
 use super::buffer::Buffer;
+use super::queue::Queue;
 use super::stats::ExportStats;
 use super::transport::{self, ConnectError, Link};
 use crate::config::ExportConfig;
@@ -46,25 +46,31 @@ impl Backoff {
 pub(super) async fn run(
     cfg: ExportConfig,
     agent_id: String,
-    mut input: mpsc::Receiver<ConnectionRecord>,
+    input: Arc<Queue>,
     mut stop: oneshot::Receiver<()>,
     stats: Arc<ExportStats>,
 ) -> u64 {
     let mut buffer = Buffer::new(&cfg, agent_id.clone(), stats.clone());
+    // Records taken from the input, one chunk at a time.
+    let mut incoming = Vec::new();
     let Some(endpoint) = cfg.endpoint.clone() else {
         // No receiver configured: take and count what arrives, send nothing.
         tracing::warn!("no [export] endpoint configured: records are counted, not sent");
         let mut unsent = 0u64;
         loop {
             tokio::select! {
-                r = input.recv() => match r {
-                    Some(_) => unsent += 1,
-                    None => break,
+                more = input.take(&mut incoming) => {
+                    unsent += incoming.len() as u64;
+                    incoming.clear();
+                    if !more {
+                        break;
+                    }
                 },
                 _ = &mut stop => {
                     input.close();
-                    while input.recv().await.is_some() {
-                        unsent += 1;
+                    while input.take(&mut incoming).await {
+                        unsent += incoming.len() as u64;
+                        incoming.clear();
                     }
                     break;
                 }
@@ -133,17 +139,17 @@ pub(super) async fn run(
             _ => None,
         };
         tokio::select! {
-            record = input.recv(), if input_open => match record {
-                Some(r) => {
+            more = input.take(&mut incoming), if input_open => {
+                for r in incoming.drain(..) {
                     if !buffer.has_pending() {
                         batch_deadline = Some(Instant::now() + cfg.batch_max_age);
                     }
-                    if buffer.push(r) {
+                    if buffer.push(&r) {
                         buffer.cut_batch();
                         batch_deadline = None;
                     }
                 }
-                None => {
+                if !more {
                     input_open = false;
                     buffer.cut_batch();
                 }

@@ -1,6 +1,7 @@
 //! The optional disk queue: batches that do not fit in memory, one file per
-//! batch (`<n>.batch`, a protobuf `RecordBatch`), read back in order. Files
-//! left by a previous run are picked up at start.
+//! batch (`<n>.batch`, a protobuf `RecordBatch` as the exporter encoded it,
+//! without its sequence), read back in order. Files left by a previous run
+//! are picked up at start.
 
 use std::path::{Path, PathBuf};
 
@@ -63,26 +64,27 @@ impl Spool {
         Ok((spool, found.into_iter().map(|(_, p)| p).collect()))
     }
 
-    /// Writes a batch durably; returns its path and size.
-    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(PathBuf, u64), SpoolError> {
+    /// Writes an encoded batch body durably; returns its path.
+    pub(crate) fn write(&mut self, body: &[u8]) -> Result<PathBuf, SpoolError> {
         let path = self.dir.join(format!("{:020}.batch", self.next));
         let tmp = self.dir.join(format!("{:020}.tmp", self.next));
         self.next += 1;
-        let bytes = batch.encode_to_vec();
-        std::fs::write(&tmp, &bytes).map_err(io(&tmp))?;
+        std::fs::write(&tmp, body).map_err(io(&tmp))?;
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        Ok((path, bytes.len() as u64))
+        Ok(path)
     }
 
-    pub(crate) fn read(path: &Path) -> Result<RecordBatch, SpoolError> {
+    /// A spooled batch body and its record count, checked to decode.
+    pub(crate) fn read(path: &Path) -> Result<(Vec<u8>, usize), SpoolError> {
         let bytes = std::fs::read(path).map_err(io(path))?;
-        RecordBatch::decode(bytes.as_slice()).map_err(|source| SpoolError::Decode {
+        let batch = RecordBatch::decode(bytes.as_slice()).map_err(|source| SpoolError::Decode {
             path: path.to_path_buf(),
             source,
-        })
+        })?;
+        Ok((bytes, batch.records.len()))
     }
 
     pub(crate) fn remove(path: &Path) {
@@ -111,11 +113,13 @@ mod tests {
                     ..Default::default()
                 }],
             };
-            spool.write(&batch).unwrap();
+            spool.write(&batch.encode_to_vec()).unwrap();
         }
         let (_, left) = Spool::open(dir.path()).unwrap();
         assert_eq!(left.len(), 2);
-        let first = Spool::read(&left[0]).unwrap();
+        let (first, n) = Spool::read(&left[0]).unwrap();
+        assert_eq!(n, 1);
+        let first = RecordBatch::decode(first.as_slice()).unwrap();
         assert_eq!(first.records[0].connection_id, "c5");
     }
 }

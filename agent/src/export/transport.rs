@@ -4,8 +4,7 @@
 //! call and treats a success as the acknowledgement.
 
 use connlog_proto::export_request;
-use connlog_proto::v1::RecordBatch;
-use connlog_proto::v1::collector_client::CollectorClient;
+use connlog_proto::wire::{self, EncodedBatch};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -15,7 +14,7 @@ use crate::config::{ExportConfig, ExportProtocol, ExportTls};
 
 /// A live link. `acks` ends (or yields an error) when the link fails.
 pub(crate) struct Link {
-    pub(crate) batches: mpsc::Sender<RecordBatch>,
+    pub(crate) batches: mpsc::Sender<EncodedBatch>,
     pub(crate) acks: mpsc::Receiver<Result<u64, tonic::Status>>,
 }
 
@@ -52,6 +51,10 @@ fn tls_config(tls: &ExportTls) -> Result<ClientTlsConfig, String> {
     Ok(config)
 }
 
+/// HTTP/2 flow-control windows (bytes) for the link to the collector.
+const STREAM_WINDOW: u32 = 8 << 20;
+const CONNECTION_WINDOW: u32 = 16 << 20;
+
 async fn channel(cfg: &ExportConfig, endpoint: &str) -> Result<Channel, ConnectError> {
     let config_err = |reason: String| ConnectError::Config {
         endpoint: endpoint.to_owned(),
@@ -59,9 +62,14 @@ async fn channel(cfg: &ExportConfig, endpoint: &str) -> Result<Channel, ConnectE
     };
     let mut ep =
         Endpoint::from_shared(endpoint.to_owned()).map_err(|e| config_err(e.to_string()))?;
+    // Large HTTP/2 windows: a batch of a few thousand records is about a
+    // megabyte, and the default 64 KiB window would stall every batch on
+    // window updates.
     ep = ep
         .connect_timeout(std::time::Duration::from_secs(3))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
     if let Some(tls) = &cfg.tls {
         ep = ep
             .tls_config(tls_config(tls).map_err(config_err)?)
@@ -79,21 +87,16 @@ pub(crate) async fn connect(
     agent_id: &str,
 ) -> Result<Link, ConnectError> {
     let channel = channel(cfg, endpoint).await?;
-    let (batches, batch_rx) = mpsc::channel::<RecordBatch>(cfg.max_in_flight);
+    let (batches, batch_rx) = mpsc::channel::<EncodedBatch>(cfg.max_in_flight);
     let (ack_tx, acks) = mpsc::channel(cfg.max_in_flight * 2 + 4);
     match cfg.protocol {
         ExportProtocol::Grpc => {
-            let mut client = CollectorClient::new(channel)
-                .max_decoding_message_size(1 << 20)
-                .max_encoding_message_size(64 << 20);
-            let response = client
-                .ship(ReceiverStream::new(batch_rx))
+            let mut inbound = wire::ship(channel, ReceiverStream::new(batch_rx))
                 .await
                 .map_err(|status| ConnectError::Open {
                     endpoint: endpoint.to_owned(),
                     status,
                 })?;
-            let mut inbound = response.into_inner();
             tokio::spawn(async move {
                 loop {
                     let item = match inbound.message().await {
@@ -113,7 +116,18 @@ pub(crate) async fn connect(
             let agent_id = agent_id.to_owned();
             let mut batch_rx = batch_rx;
             tokio::spawn(async move {
-                while let Some(batch) = batch_rx.recv().await {
+                while let Some(encoded) = batch_rx.recv().await {
+                    let batch = match encoded.decode() {
+                        Ok(batch) => batch,
+                        Err(err) => {
+                            let status = tonic::Status::internal(format!(
+                                "batch {}: {err}",
+                                encoded.sequence
+                            ));
+                            let _ = ack_tx.send(Err(status)).await;
+                            break;
+                        }
+                    };
                     let request = export_request(&agent_id, &batch.records);
                     let item = match client.export(request).await {
                         Ok(response) => {

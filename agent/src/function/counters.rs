@@ -21,6 +21,13 @@ pub struct PoolCounters {
     pub internal: AtomicU64,
     /// The caller was gone before a worker picked the job up.
     pub abandoned: AtomicU64,
+    /// Calls that ran on the caller's thread, not the pool.
+    pub inline: AtomicU64,
+    /// Calls stopped at the inline budget and run again on the pool.
+    pub inline_overruns: AtomicU64,
+    /// Time limits resting on one long stretch of CPU time, checked by
+    /// running the call again.
+    pub time_rechecks: AtomicU64,
     exec_micros: Box<[AtomicU64]>,
 }
 
@@ -33,6 +40,9 @@ impl Default for PoolCounters {
             queue_full: AtomicU64::new(0),
             internal: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
+            inline: AtomicU64::new(0),
+            inline_overruns: AtomicU64::new(0),
+            time_rechecks: AtomicU64::new(0),
             exec_micros: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -40,7 +50,7 @@ impl Default for PoolCounters {
 
 impl PoolCounters {
     /// Every counter with its metric name.
-    pub fn snapshot(&self) -> [(&'static str, u64); 6] {
+    pub fn snapshot(&self) -> [(&'static str, u64); 9] {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("function_allowed", get(&self.allowed)),
@@ -49,6 +59,9 @@ impl PoolCounters {
             ("function_queue_full", get(&self.queue_full)),
             ("function_internal", get(&self.internal)),
             ("function_abandoned", get(&self.abandoned)),
+            ("function_inline", get(&self.inline)),
+            ("function_inline_overruns", get(&self.inline_overruns)),
+            ("function_time_rechecks", get(&self.time_rechecks)),
         ]
     }
 

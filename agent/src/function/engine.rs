@@ -7,11 +7,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use rquickjs::prelude::Coerced;
 use rquickjs::{CaughtError, Context, Ctx, Function, Module, Persistent, Runtime, Value};
 
+use super::clock::{nanos, thread_cpu_nanos};
 use super::cloudfront;
 use super::info::{self, ConnectionInfo, Methods};
 use super::limits::{MAX_EXECUTION, MAX_MEMORY_BYTES, MAX_STACK_BYTES, truncate_custom_data};
@@ -48,9 +50,24 @@ struct CallState {
     /// Thread CPU time (ns) after which the interrupt handler stops JS.
     deadline: Cell<Option<u64>>,
     interrupted: Cell<bool>,
+    /// The previous CPU clock reading of this call, and the longest
+    /// stretch between two readings (see [`SPIKE`]).
+    last_read: Cell<u64>,
+    longest_stretch: Cell<u64>,
 }
 
 impl CallState {
+    fn new() -> Self {
+        Self {
+            decision: Cell::new(Decision::None),
+            custom_data: RefCell::new(None),
+            deadline: Cell::new(None),
+            interrupted: Cell::new(false),
+            last_read: Cell::new(0),
+            longest_stretch: Cell::new(0),
+        }
+    }
+
     fn reset(&self) {
         self.decision.set(Decision::None);
         self.custom_data.replace(None);
@@ -58,10 +75,21 @@ impl CallState {
         self.interrupted.set(false);
     }
 
-    fn arm(&self) -> u64 {
+    fn arm(&self, budget: Duration) -> u64 {
         let now = thread_cpu_nanos();
-        self.deadline
-            .set(Some(now + MAX_EXECUTION.as_nanos() as u64));
+        self.deadline.set(Some(now + nanos(budget)));
+        self.last_read.set(now);
+        self.longest_stretch.set(0);
+        now
+    }
+
+    /// Reads the CPU clock and notes the stretch since the last reading.
+    fn read_clock(&self) -> u64 {
+        let now = thread_cpu_nanos();
+        let stretch = now.saturating_sub(self.last_read.get());
+        self.longest_stretch
+            .set(self.longest_stretch.get().max(stretch));
+        self.last_read.set(now);
         now
     }
 
@@ -70,7 +98,7 @@ impl CallState {
             return true;
         }
         if let Some(deadline) = self.deadline.get()
-            && thread_cpu_nanos() > deadline
+            && self.read_clock() > deadline
         {
             self.interrupted.set(true);
         }
@@ -81,9 +109,20 @@ impl CallState {
 // Limits as enforced: time is the calling thread's CPU time (the handler
 // plus every job it queued), checked by the interrupt handler and once more
 // after the call, so native work that cannot be interrupted still counts.
+// In this VM that clock jumps: adjacent readings milliseconds apart with
+// microseconds of wall time between them (docs/connection-functions.md),
+// and a 13 µs call was once charged more than 5 ms. So a time limit
+// that rests on one uninterrupted stretch of at least [`SPIKE`] between two
+// clock readings is `unconfirmed`, and the caller runs the call again on a
+// fresh engine; the bytecode interpreter reads the clock every 10 000
+// operations (tens of µs), so a real loop never has such a stretch.
 // Memory is QuickJS's allocation total for the runtime, capped at what an
 // empty engine uses plus 2 MB. An out-of-memory the function catches
 // itself (`try { … } catch {}`) never exceeded the cap and is not reported.
+
+/// An uninterrupted stretch of CPU time at least this long behind a time
+/// limit makes the limit unconfirmed (see above).
+const SPIKE: Duration = Duration::from_millis(1);
 
 /// What one call produced.
 #[derive(Debug)]
@@ -92,6 +131,14 @@ pub(super) struct Outcome {
     pub(super) custom_data: Option<String>,
     /// A limit was hit: the engine must not be reused.
     pub(super) poisoned: bool,
+    /// The call was stopped at a budget below [`MAX_EXECUTION`]: `verdict`
+    /// means nothing, the call must run again with the full budget.
+    pub(super) over_budget: bool,
+    /// The time limit rests on one stretch of [`SPIKE`] or more: run the
+    /// call again on a fresh engine before believing it.
+    pub(super) unconfirmed: bool,
+    /// CPU time of the call on this thread.
+    pub(super) cpu: Duration,
 }
 
 pub(super) struct Engine {
@@ -102,22 +149,19 @@ pub(super) struct Engine {
     context: Context,
     _runtime: Runtime,
     state: Rc<CallState>,
-    program: Arc<Program>,
+    /// Weak: an engine cache must not keep a replaced program alive.
+    program: Weak<Program>,
+    program_id: u64,
 }
 
 impl Engine {
     /// Builds a runtime, compiles the program and evaluates its top level,
     /// all under the limits.
-    pub(super) fn new(program: Arc<Program>) -> Result<Self, FunctionError> {
+    pub(super) fn new(program: &Arc<Program>) -> Result<Self, FunctionError> {
         let engine_err = |e: rquickjs::Error| FunctionError::Engine(e.to_string());
         let runtime = Runtime::new().map_err(engine_err)?;
         let context = Context::full(&runtime).map_err(engine_err)?;
-        let state = Rc::new(CallState {
-            decision: Cell::new(Decision::None),
-            custom_data: RefCell::new(None),
-            deadline: Cell::new(None),
-            interrupted: Cell::new(false),
-        });
+        let state = Rc::new(CallState::new());
         let interrupt_state = Rc::clone(&state);
         runtime.set_interrupt_handler(Some(Box::new(move || interrupt_state.past_deadline())));
         runtime.set_max_stack_size(MAX_STACK_BYTES);
@@ -132,7 +176,7 @@ impl Engine {
         let base = usize::try_from(runtime.memory_usage().malloc_size).unwrap_or(0);
         runtime.set_memory_limit(base + MAX_MEMORY_BYTES);
         let handler = context.with(|ctx| -> Result<_, FunctionError> {
-            let handler = compile(&ctx, &program, &state)?;
+            let handler = compile(&ctx, program, &state)?;
             Ok(Persistent::save(&ctx, handler))
         })?;
         Ok(Self {
@@ -141,26 +185,53 @@ impl Engine {
             context,
             _runtime: runtime,
             state,
-            program,
+            program: Arc::downgrade(program),
+            program_id: program.id(),
         })
     }
 
-    pub(super) fn program(&self) -> &Arc<Program> {
-        &self.program
+    /// The id of the program this engine runs.
+    pub(super) fn program_id(&self) -> u64 {
+        self.program_id
     }
 
-    /// Calls `connectionHandler(connection)` and settles what it returned.
+    /// Whether the program is still in use by anyone but engines.
+    pub(super) fn program_alive(&self) -> bool {
+        self.program.strong_count() > 0
+    }
+
+    /// Calls `connectionHandler(connection)` under the full limits.
+    #[cfg(test)]
     pub(super) fn run(&self, conn: &ConnectionInfo) -> Outcome {
+        self.run_within(conn, MAX_EXECUTION)
+    }
+
+    /// Calls `connectionHandler(connection)` and settles what it returned,
+    /// stopping it after `budget` of CPU time (at most [`MAX_EXECUTION`]).
+    pub(super) fn run_within(&self, conn: &ConnectionInfo, budget: Duration) -> Outcome {
+        let budget = budget.min(MAX_EXECUTION);
         let state = &self.state;
         state.reset();
-        let started = state.arm();
+        let started = state.arm(budget);
         let result = self.context.with(|ctx| self.call(&ctx, conn));
-        let cpu = thread_cpu_nanos().saturating_sub(started);
+        let cpu = state.read_clock().saturating_sub(started);
         state.deadline.set(None);
         // Native code (a huge regex, JSON.parse) is not interrupted: the
         // time it took still counts.
-        let timed_out = state.interrupted.get() || cpu > MAX_EXECUTION.as_nanos() as u64;
+        let timed_out = state.interrupted.get() || cpu > nanos(budget);
+        let unconfirmed = timed_out && state.longest_stretch.get() >= nanos(SPIKE);
+        let cpu = Duration::from_nanos(cpu);
         let custom_data = state.custom_data.take();
+        if timed_out && budget < MAX_EXECUTION {
+            return Outcome {
+                verdict: Verdict::Error(TIME_LIMIT.into()),
+                custom_data,
+                poisoned: true,
+                over_budget: true,
+                unconfirmed,
+                cpu,
+            };
+        }
         let (verdict, poisoned) = match result {
             _ if timed_out => (Verdict::Error(TIME_LIMIT.into()), true),
             Err(reason) if reason == MEMORY_LIMIT => (Verdict::Error(reason), true),
@@ -174,6 +245,9 @@ impl Engine {
             verdict,
             custom_data,
             poisoned,
+            over_budget: false,
+            unconfirmed,
+            cpu,
         }
     }
 
@@ -221,7 +295,7 @@ fn compile<'js>(
     let module = Module::declare(ctx.clone(), MODULE_NAME, source)
         .map_err(|e| syntax_error(CaughtError::from_error(ctx, e)))?;
     state.reset();
-    state.arm();
+    state.arm(MAX_EXECUTION);
     let evaluated = module.eval();
     let result = evaluated.and_then(|(_, promise)| {
         drain_jobs(ctx, state);
@@ -335,12 +409,6 @@ fn one_line(text: &str) -> String {
         out.push('…');
     }
     out
-}
-
-/// CPU time used by the calling thread, in nanoseconds.
-fn thread_cpu_nanos() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ fn conn(serial: &str) -> ConnectionInfo {
 }
 
 fn run(source: &str, conn: &ConnectionInfo) -> Outcome {
-    Engine::new(program(source)).unwrap().run(conn)
+    Engine::new(&program(source)).unwrap().run(conn)
 }
 
 #[test]
@@ -72,7 +72,7 @@ fn revoked_serial_is_denied_with_custom_data() {
 
 #[test]
 fn unrevoked_serial_is_allowed_with_custom_data() {
-    let engine = Engine::new(program(REVOCATION)).unwrap();
+    let engine = Engine::new(&program(REVOCATION)).unwrap();
     let out = engine.run(&conn(GOOD));
     assert_eq!(out.verdict, Verdict::Allow);
     assert_eq!(out.custom_data.as_deref(), Some("OK:3f:01:02"));
@@ -203,7 +203,7 @@ fn rejected_async_handler_is_an_error() {
 
 #[test]
 fn infinite_loop_hits_the_time_limit() {
-    let engine = Engine::new(program(
+    let engine = Engine::new(&program(
         "function connectionHandler(c) { c.allow(); for (;;) {} }",
     ))
     .unwrap();
@@ -337,16 +337,16 @@ fn catastrophic_regex_hits_the_time_limit() {
 
 #[test]
 fn huge_allocations_are_errors_not_crashes() {
-    let engine = Engine::new(program(
+    let hog = program(
         "function connectionHandler(c) { \
            if (c.clientCertInfo.serialNumber === 'repeat') 'x'.repeat(1e9); \
            else new Array(1e8).fill(0); c.allow(); }",
-    ))
-    .unwrap();
+    );
+    let engine = Engine::new(&hog).unwrap();
     let mut info = conn("repeat");
     let out = engine.run(&info);
     assert_eq!(out.verdict, Verdict::Error(MEMORY_LIMIT.into()));
-    let engine = Engine::new(Arc::clone(engine.program())).unwrap();
+    let engine = Engine::new(&hog).unwrap();
     info.leaf.as_mut().unwrap().serial_number = "array".into();
     let out = engine.run(&info);
     assert_eq!(out.verdict, Verdict::Error(MEMORY_LIMIT.into()));

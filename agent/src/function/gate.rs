@@ -28,6 +28,11 @@ pub fn shared_pool() -> std::io::Result<&'static FunctionPool> {
     Ok(POOL.get_or_init(|| pool))
 }
 
+/// The process-wide pool if something started it (for metrics).
+pub fn running_pool() -> Option<&'static FunctionPool> {
+    POOL.get()
+}
+
 /// The listener's gate, reading the function and KVS files afresh (so a
 /// reload picks up edits); `None` without `[listener.connection_function]`.
 pub fn for_listener(

@@ -18,22 +18,29 @@
 //! ICU/temporal crates. boa was compared on its documentation, not built
 //! here. rquickjs =0.14.0 (Rust ≥ 1.87, features `std` + `loader`) is one C
 //! library built by `cc` (≈ 90 s to build here, once). Measured per call (release, `cargo xtask bench
-//! function`): the KVS revocation function runs in ≈ 7 µs at p50.
+//! function`): the KVS revocation function runs in ≈ 7 µs of CPU at p50.
 //!
 //! # Shape
 //!
-//! [`Program`] (validated source + [`Kvs`]) → [`FunctionPool`] (bounded
-//! queue, worker threads each owning their `!Send` runtimes, one compiled
-//! engine per program) ← [`ConnectionFunction`] (a listener's handle; reload
-//! swaps its program). A function can neither block the async accept loop
-//! (it runs on the pool's threads) nor crash the process (limits, a fresh
-//! runtime after any limit, panics caught per call).
+//! [`Program`] (validated source + [`Kvs`]) → [`ConnectionFunction`] (a
+//! listener's handle; reload swaps its program) → first `inline` (the
+//! call runs on the async thread that finished the handshake, stopped
+//! after 250 µs of CPU) and, for what does not fit there, the
+//! [`FunctionPool`] (bounded queue, worker threads, full 5 ms limit).
+//! Every thread keeps one compiled engine per live program in its `cache`.
+//! A function can neither block the accept loop (inline it gets 250 µs,
+//! and a function that keeps overrunning goes to the pool for good) nor
+//! crash the process (limits, a fresh runtime after any limit, panics
+//! caught per call). docs/connection-functions.md says why.
 
+mod cache;
+mod clock;
 mod cloudfront;
 mod counters;
 mod engine;
 mod gate;
 mod info;
+mod inline;
 mod kvs;
 mod limits;
 mod pool;
@@ -44,7 +51,7 @@ use std::time::Duration;
 use crate::{FailureCode, Status};
 
 pub use counters::PoolCounters;
-pub use gate::{for_listener, shared_pool};
+pub use gate::{for_listener, running_pool, shared_pool};
 pub use info::{CertInfo, ConnectionInfo};
 pub use kvs::Kvs;
 pub use pool::{ConnectionFunction, FunctionPool};
@@ -70,7 +77,8 @@ pub struct FunctionResult {
     /// From `logCustomData()`, already cut to 800 bytes; kept on deny and
     /// on error too.
     pub custom_data: Option<String>,
-    /// Wall time on the worker, from the call to the settled result.
+    /// CPU time of the call on the thread that ran it (handler, its
+    /// `await`s, the verdict), excluding a compile.
     pub exec_time: Duration,
 }
 

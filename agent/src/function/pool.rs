@@ -6,27 +6,24 @@
 //! the accept loop wait. Each worker keeps one compiled [`Engine`] per live
 //! [`Program`], so a call costs the handler, not a compile.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::cache::EngineCache;
 use super::counters::PoolCounters;
-use super::engine::Engine;
-use super::{ConnectionInfo, FunctionResult, Program, Verdict};
+use super::limits::MAX_EXECUTION;
+use super::{ConnectionInfo, FunctionResult, Program, Verdict, inline};
 
 /// How long a caller waits for a queued job before failing it as Internal
 /// (below the terminator's 1 s backstop around the whole gate, so a stuck
 /// queue reads as Internal, not as the function's error). A job whose caller
 /// gave up is skipped, not run.
 const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
-/// Function failures are logged at WARN at most this often per worker (the
-/// rest at DEBUG; all are counted).
-const WARN_EVERY: Duration = Duration::from_secs(1);
 
 struct Job {
     program: Arc<Program>,
@@ -64,11 +61,6 @@ impl FunctionPool {
 
     async fn run(&self, program: Arc<Program>, conn: ConnectionInfo) -> FunctionResult {
         let (reply, result) = oneshot::channel();
-        let internal = |reason: &str| FunctionResult {
-            verdict: Verdict::Internal(reason.into()),
-            custom_data: None,
-            exec_time: Duration::ZERO,
-        };
         match self.queue.try_send(Job {
             program,
             conn,
@@ -115,8 +107,18 @@ impl ConnectionFunction {
         }
     }
 
-    /// Runs the function for one connection.
+    /// Runs the function for one connection: on the calling thread when
+    /// it fits the inline budget (see `inline`), else on the pool.
     pub async fn run(&self, conn: ConnectionInfo) -> FunctionResult {
+        let program = self.program();
+        if let Some(result) = inline::try_run(&program, &conn, &self.pool.counters) {
+            return result;
+        }
+        self.pool.run(program, conn).await
+    }
+
+    /// Runs the function for one connection on the pool, never inline.
+    pub async fn run_on_pool(&self, conn: ConnectionInfo) -> FunctionResult {
         let program = self.program();
         self.pool.run(program, conn).await
     }
@@ -134,8 +136,7 @@ impl ConnectionFunction {
 }
 
 fn worker(rx: &Mutex<Receiver<Job>>, counters: &PoolCounters) {
-    let mut engines: Vec<Engine> = Vec::new();
-    let mut last_warn: Option<Instant> = None;
+    let mut cache = EngineCache::default();
     loop {
         let job = {
             let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
@@ -148,71 +149,21 @@ fn worker(rx: &Mutex<Receiver<Job>>, counters: &PoolCounters) {
             counters.abandoned.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        // Drop engines of programs no listener uses any more.
-        engines.retain(|e| Arc::strong_count(e.program()) > 1);
-        let result = run_job(&mut engines, &job);
-        let counter = match &result.verdict {
-            Verdict::Allow => &counters.allowed,
-            Verdict::Deny => &counters.denied,
-            Verdict::Error(_) => &counters.errors,
-            Verdict::Internal(_) => &counters.internal,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        counters.record_exec(result.exec_time);
-        if let Some(reason) = result.detail() {
-            let now = Instant::now();
-            if last_warn.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
-                last_warn = Some(now);
-                tracing::warn!(function = job.program.name(), %reason, "connection function failed");
-            } else {
-                tracing::debug!(function = job.program.name(), %reason, "connection function failed");
-            }
-        }
+        // The full budget: `call` only returns `None` below it.
+        let result = cache
+            .call(&job.program, &job.conn, MAX_EXECUTION, counters)
+            .unwrap_or_else(|| internal("connection function stopped below its limit"));
+        cache.account(counters, &job.program, &result);
         // The caller may have gone away meanwhile; nothing to do then.
         let _ = job.reply.send(result);
     }
 }
 
-/// Runs `job` on its program's engine, compiling one first if this worker
-/// has none. `exec_time` covers the call only, not a compile.
-fn run_job(engines: &mut Vec<Engine>, job: &Job) -> FunctionResult {
-    let internal = |reason: String| FunctionResult {
-        verdict: Verdict::Internal(reason),
+fn internal(reason: &str) -> FunctionResult {
+    FunctionResult {
+        verdict: Verdict::Internal(reason.into()),
         custom_data: None,
         exec_time: Duration::ZERO,
-    };
-    let index = match engines
-        .iter()
-        .position(|e| e.program().id() == job.program.id())
-    {
-        Some(i) => i,
-        None => match Engine::new(Arc::clone(&job.program)) {
-            Ok(engine) => {
-                engines.push(engine);
-                engines.len() - 1
-            }
-            Err(e) => return internal(format!("compiling function: {e}")),
-        },
-    };
-    let engine = &engines[index];
-    let started = Instant::now();
-    let outcome = catch_unwind(AssertUnwindSafe(|| engine.run(&job.conn)));
-    let exec_time = started.elapsed();
-    match outcome {
-        Ok(outcome) => {
-            if outcome.poisoned {
-                engines.swap_remove(index);
-            }
-            FunctionResult {
-                verdict: outcome.verdict,
-                custom_data: outcome.custom_data,
-                exec_time,
-            }
-        }
-        Err(_) => {
-            engines.swap_remove(index);
-            internal("connection function engine panicked".into())
-        }
     }
 }
 
@@ -250,14 +201,14 @@ mod tests {
     async fn pool_runs_the_function_off_the_runtime() {
         let pool = FunctionPool::start(2, 16).unwrap();
         let function = ConnectionFunction::new(&pool, program(REVOCATION));
-        let denied = function.run(conn("01:02")).await;
+        let denied = function.run_on_pool(conn("01:02")).await;
         assert_eq!(denied.verdict, Verdict::Deny);
         assert_eq!(denied.custom_data.as_deref(), Some("REVOKED:01:02"));
         assert_eq!(
             denied.status(),
             Status::Failed(FailureCode::ConnectionFunctionDenied)
         );
-        let allowed = function.run(conn("03")).await;
+        let allowed = function.run_on_pool(conn("03")).await;
         assert_eq!(allowed.verdict, Verdict::Allow);
         assert_eq!(allowed.custom_data.as_deref(), Some("OK:03"));
         assert_eq!(allowed.status(), Status::Success);
@@ -271,7 +222,7 @@ mod tests {
         let source = "function connectionHandler(c) { \
             if (c.clientCertInfo.serialNumber === 'loop') for (;;) {} c.allow(); }";
         let function = ConnectionFunction::new(&pool, program(source));
-        let looped = function.run(conn("loop")).await;
+        let looped = function.run_on_pool(conn("loop")).await;
         assert_eq!(
             looped.status(),
             Status::Failed(FailureCode::ConnectionFunctionError)
@@ -280,8 +231,43 @@ mod tests {
             looped.detail(),
             Some("execution time limit (5 ms) exceeded")
         );
-        assert_eq!(function.run(conn("ok")).await.verdict, Verdict::Allow);
+        assert_eq!(
+            function.run_on_pool(conn("ok")).await.verdict,
+            Verdict::Allow
+        );
         assert_eq!(pool.counters().errors.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn fast_calls_run_inline_and_slow_ones_end_on_the_pool() {
+        let pool = FunctionPool::start(1, 16).unwrap();
+        let source = "function connectionHandler(c) { c.logCustomData('ran'); \
+            if (c.clientCertInfo.serialNumber === 'loop') for (;;) {} c.allow(); }";
+        let function = ConnectionFunction::new(&pool, program(source));
+        let counters = pool.counters();
+        let fast = function.run(conn("ok")).await;
+        assert_eq!(fast.verdict, Verdict::Allow);
+        assert_eq!(fast.custom_data.as_deref(), Some("ran"));
+        assert_eq!(counters.inline.load(Ordering::Relaxed), 1);
+        // Stopped at the inline budget, run again from scratch on the pool
+        // where it meets the 5 ms limit: one error, not two.
+        let looped = function.run(conn("loop")).await;
+        assert_eq!(
+            looped.detail(),
+            Some("execution time limit (5 ms) exceeded")
+        );
+        assert_eq!(looped.custom_data.as_deref(), Some("ran"));
+        assert_eq!(counters.inline_overruns.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.errors.load(Ordering::Relaxed), 1);
+        // After its free overruns the program is not tried inline any more.
+        for _ in 0..6 {
+            function.run(conn("loop")).await;
+        }
+        assert_eq!(counters.inline_overruns.load(Ordering::Relaxed), 5);
+        assert_eq!(counters.errors.load(Ordering::Relaxed), 7);
+        assert_eq!(function.run(conn("ok")).await.verdict, Verdict::Allow);
+        assert_eq!(counters.inline.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.allowed.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
@@ -295,7 +281,7 @@ mod tests {
         let calls: Vec<_> = (0..10)
             .map(|_| {
                 let function = function.clone();
-                tokio::spawn(async move { function.run(conn("x")).await })
+                tokio::spawn(async move { function.run_on_pool(conn("x")).await })
             })
             .collect();
         let mut results = Vec::new();

@@ -4,8 +4,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::time::Duration;
+
 use super::FunctionError;
+use super::clock::thread_cpu_nanos;
 use super::engine::Engine;
+use super::inline::{Admission, INLINE_BUILD_BUDGET};
 use super::kvs::Kvs;
 use super::limits::MAX_SOURCE_BYTES;
 
@@ -18,6 +22,8 @@ pub struct Program {
     name: String,
     source: String,
     kvs: Arc<Kvs>,
+    /// Whether calls may run on the caller's thread (see `inline`).
+    inline: Admission,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -40,9 +46,24 @@ impl Program {
             name: name.to_owned(),
             source,
             kvs: Arc::new(kvs),
+            inline: Admission::default(),
         });
-        // Compiling and evaluating once proves every worker can.
-        Engine::new(Arc::clone(&program))?;
+        // Compiling and evaluating once proves every worker can; what it
+        // cost says whether a thread of the async runtime may do it too.
+        // Over the budget, it is measured once more and the lower counts:
+        // the CPU clock can jump by milliseconds (see `engine`).
+        let build = || -> Result<Duration, FunctionError> {
+            let started = thread_cpu_nanos();
+            Engine::new(&program)?;
+            Ok(Duration::from_nanos(
+                thread_cpu_nanos().saturating_sub(started),
+            ))
+        };
+        let mut cost = build()?;
+        if cost > INLINE_BUILD_BUDGET {
+            cost = cost.min(build()?);
+        }
+        program.inline.set_build_cost(cost);
         Ok(program)
     }
 
@@ -60,5 +81,9 @@ impl Program {
 
     pub(crate) fn kvs(&self) -> &Arc<Kvs> {
         &self.kvs
+    }
+
+    pub(super) fn inline(&self) -> &Admission {
+        &self.inline
     }
 }

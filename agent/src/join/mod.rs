@@ -20,6 +20,9 @@ use crate::tls::TlsOutcome;
 pub use stats::JoinStats;
 use table::{Settings, Table};
 
+/// At most this many events of each kind are taken per wake-up.
+const DRAIN: usize = 256;
+
 /// How the joiner waits and how much it holds.
 #[derive(Debug, Clone)]
 pub struct JoinConfig {
@@ -86,6 +89,23 @@ pub async fn run(
             },
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 table.expire(Instant::now(), &mut out, &stats);
+            }
+        }
+        // Whatever else is already queued is taken now, without another
+        // round through select! and its timer.
+        let now = Instant::now();
+        for _ in 0..DRAIN {
+            let mut took = false;
+            if tcp_open && let Ok(ev) = tcp.try_recv() {
+                table.on_tcp(ev, now, &mut out, &stats);
+                took = true;
+            }
+            if tls_open && let Ok(o) = tls.try_recv() {
+                table.on_tls(o, now, &mut out, &stats);
+                took = true;
+            }
+            if !took {
+                break;
             }
         }
         for r in out.drain(..) {

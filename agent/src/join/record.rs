@@ -45,10 +45,32 @@ pub(crate) fn set_status(r: &mut ConnectionRecord, status: Status) {
 }
 
 fn addresses(r: &mut ConnectionRecord, tuple: &Tuple) {
-    r.client_ip = tuple.client.ip().to_string();
+    r.client_ip = ip_text(tuple.client.ip());
     r.client_port = u32::from(tuple.client.port());
-    r.server_ip = tuple.server.ip().to_string();
+    r.server_ip = ip_text(tuple.server.ip());
     r.server_port = u32::from(tuple.server.port());
+}
+
+/// An address as text; IPv4 without the formatting machinery (this runs
+/// twice per record).
+fn ip_text(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut s = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if octet >= 100 {
+            s.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            s.push(char::from(b'0' + octet / 10 % 10));
+        }
+        s.push(char::from(b'0' + octet % 10));
+    }
+    s
 }
 
 /// `tcpFailureDetail` applies to TcpError / TcpTimeout only; for other
@@ -60,33 +82,35 @@ fn is_tcp(status: Status) -> bool {
     )
 }
 
-/// A record from the terminator's outcome; kernel fields left empty.
-pub(crate) fn from_tls(o: &TlsOutcome, agent_id: &str) -> ConnectionRecord {
+/// A record from the terminator's outcome (its strings move into the
+/// record); kernel fields left empty.
+pub(crate) fn from_tls(o: TlsOutcome, agent_id: &str) -> ConnectionRecord {
+    let tcp = is_tcp(o.status);
     let mut r = ConnectionRecord {
         event_timestamp_ms: o.event_time,
-        connection_id: o.connection_id.to_string(),
-        distribution_id: o.distribution_id.clone(),
-        distribution_tenant_id: o.tenant_id.clone(),
-        tls_protocol: o.tls_protocol.clone(),
-        tls_cipher: o.tls_cipher.clone(),
+        connection_id: o.connection_id.as_str().to_owned(),
+        distribution_id: o.distribution_id,
+        distribution_tenant_id: o.tenant_id,
+        tls_protocol: o.tls_protocol,
+        tls_cipher: o.tls_cipher,
         tls_handshake_duration_ms: o.handshake_ms,
-        tls_sni: o.sni.clone(),
-        connection_log_custom_data: o.custom_data.clone(),
-        tcp_failure_detail: o.detail.clone().filter(|_| is_tcp(o.status)),
+        tls_sni: o.sni,
+        connection_log_custom_data: o.custom_data,
+        tcp_failure_detail: o.detail.filter(|_| tcp),
         agent_id: agent_id.to_owned(),
         ..Default::default()
     };
     addresses(&mut r, &o.tuple);
     set_status(&mut r, o.status);
-    if let Some(cert) = &o.cert {
-        r.client_leaf_cert_serial_number = Some(cert.serial.clone());
-        r.client_leaf_cert_subject = Some(cert.subject.clone().into_bytes());
-        r.client_leaf_cert_issuer = Some(cert.issuer.clone().into_bytes());
+    if let Some(cert) = o.cert {
         let (nb, na) = parse_validity(&cert.validity);
+        r.client_leaf_cert_serial_number = Some(cert.serial);
+        r.client_leaf_cert_subject = Some(cert.subject.into_bytes());
+        r.client_leaf_cert_issuer = Some(cert.issuer.into_bytes());
         r.client_leaf_cert_not_before_s = nb;
         r.client_leaf_cert_not_after_s = na;
-        r.client_leaf_cert_sha256 = Some(cert.sha256.clone()).filter(|s| !s.is_empty());
-        r.client_leaf_cert_sans = Some(cert.sans.clone().into_bytes()).filter(|s| !s.is_empty());
+        r.client_leaf_cert_sha256 = Some(cert.sha256).filter(|s| !s.is_empty());
+        r.client_leaf_cert_sans = Some(cert.sans.into_bytes()).filter(|s| !s.is_empty());
     }
     r
 }
@@ -142,6 +166,16 @@ mod tests {
                 Some(code.as_str())
             );
         }
+    }
+
+    #[test]
+    fn ipv4_text_matches_display() {
+        for ip in ["0.0.0.0", "198.18.0.2", "10.100.9.255", "255.255.255.255"] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+        let v6: std::net::IpAddr = "fd00::1".parse().unwrap();
+        assert_eq!(ip_text(v6), "fd00::1");
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl Table {
     fn leave(&self, e: Entry, out: &mut Vec<ConnectionRecord>, stats: &JoinStats, overflow: bool) {
         match e {
             Entry::Tls(o) => {
-                out.push(record::from_tls(&o, &self.s.agent_id));
+                out.push(record::from_tls(*o, &self.s.agent_id));
                 if overflow {
                     JoinStats::bump(&stats.overflow_emitted);
                 } else {
@@ -144,14 +144,14 @@ impl Table {
         let Some(cookie) = o.cookie else {
             // Without a cookie nothing can be joined safely.
             JoinStats::bump(&stats.tls_only);
-            out.push(record::from_tls(&o, &self.s.agent_id));
+            out.push(record::from_tls(o, &self.s.agent_id));
             return;
         };
         let key = (o.tuple, cookie);
         match self.remove(&key) {
             Some(Entry::Kernel(k)) => {
                 JoinStats::bump(&stats.joined);
-                out.push(merge(&o, &k, &self.s.agent_id));
+                out.push(merge(o, &k, &self.s.agent_id));
             }
             Some(Entry::Tls(earlier)) => {
                 // Two outcomes for one socket cannot happen; keep the first.
@@ -161,7 +161,7 @@ impl Table {
             }
             None if self.s.grace.is_zero() => {
                 JoinStats::bump(&stats.tls_only);
-                out.push(record::from_tls(&o, &self.s.agent_id));
+                out.push(record::from_tls(o, &self.s.agent_id));
             }
             None => {
                 let grace = self.s.grace;
@@ -238,7 +238,7 @@ impl Table {
                 update(&mut k);
                 if let Some(Entry::Tls(o)) = self.remove(&key) {
                     JoinStats::bump(&stats.joined);
-                    out.push(merge(&o, &k, &self.s.agent_id));
+                    out.push(merge(*o, &k, &self.s.agent_id));
                 }
             }
             None => {
@@ -278,7 +278,8 @@ impl Table {
 }
 
 /// The TLS outcome's record with the kernel's fields added.
-fn merge(o: &TlsOutcome, k: &KernelHalf, agent_id: &str) -> ConnectionRecord {
+fn merge(o: TlsOutcome, k: &KernelHalf, agent_id: &str) -> ConnectionRecord {
+    let status = o.status;
     let mut r = record::from_tls(o, agent_id);
     if let Some((us, retransmits)) = k.established {
         r.tcp_handshake_duration_us = Some(us);
@@ -286,7 +287,7 @@ fn merge(o: &TlsOutcome, k: &KernelHalf, agent_id: &str) -> ConnectionRecord {
     }
     // The kernel saw the client's RST: whatever the terminator read (RST or
     // EOF), it was a reset during the handshake.
-    if k.reset_at.is_some() && o.status == Status::Failed(FailureCode::TcpError) {
+    if k.reset_at.is_some() && status == Status::Failed(FailureCode::TcpError) {
         r.tcp_failure_detail = Some("rst-during-tls".to_owned());
     }
     r

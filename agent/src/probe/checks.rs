@@ -73,12 +73,21 @@ pub(crate) fn interfaces(configured: Option<&[String]>) -> Result<Vec<String>, P
     }
 }
 
-fn ifindex(name: &str) -> u32 {
+pub(crate) fn ifindex(name: &str) -> u32 {
     let Ok(c) = std::ffi::CString::new(name) else {
         return 0;
     };
     // SAFETY: `c` is a valid NUL-terminated string for the call's duration.
     unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
+/// Whether an interface with this index exists (in the calling thread's
+/// network namespace).
+pub(crate) fn index_exists(index: u32) -> bool {
+    let mut name: [libc::c_char; libc::IF_NAMESIZE] = [0; libc::IF_NAMESIZE];
+    // SAFETY: `name` has the IF_NAMESIZE bytes if_indextoname may write.
+    let found = unsafe { libc::if_indextoname(index, name.as_mut_ptr()) };
+    !found.is_null()
 }
 
 fn all_interfaces() -> Vec<String> {

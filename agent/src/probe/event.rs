@@ -30,7 +30,8 @@ pub enum TcpEvent {
         /// When the attempt's first SYN arrived (TC ingress). Retransmitted
         /// SYNs of the same attempt (same ISN) do not move it. Equals
         /// `established_at` if the probe did not see the SYN (started
-        /// mid-handshake, or the SYN's event was lost to a full ring).
+        /// mid-handshake) or no longer knew it (evicted from the kernel's
+        /// full attempt table, counted in `ProbeStats::table_full`).
         #[serde(serialize_with = "mono")]
         syn_at: MonoNanos,
         #[serde(serialize_with = "mono")]

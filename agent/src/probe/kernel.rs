@@ -53,8 +53,13 @@ pub(crate) fn facts(btf: &Btf) -> Result<KernelFacts, ProbeError> {
             reason: "first argument is not a struct sk_buff *".into(),
         });
     }
-    let reason_listen_overflow =
-        btf.enum_value("skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW")?;
+    let drop_reason = |name: &str| -> Result<u32, ProbeError> {
+        let v = btf.enum_value("skb_drop_reason", name)?;
+        u32::try_from(v).map_err(|_| ProbeError::Tracepoint {
+            name: "kfree_skb",
+            reason: format!("{name} does not fit in u32"),
+        })
+    };
     let globals = Globals {
         netns_ino: own_netns_inode()?,
         // possible_net_t is `struct { struct net *net; }`: the pointer is at
@@ -66,12 +71,9 @@ pub(crate) fn facts(btf: &Btf) -> Result<KernelFacts, ProbeError> {
         skb_head: btf.member_offset("sk_buff", "head")?,
         skb_network_header: btf.member_offset("sk_buff", "network_header")?,
         skb_transport_header: btf.member_offset("sk_buff", "transport_header")?,
-        reason_listen_overflow: u32::try_from(reason_listen_overflow).map_err(|_| {
-            ProbeError::Tracepoint {
-                name: "kfree_skb",
-                reason: "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW does not fit in u32".into(),
-            }
-        })?,
+        reason_listen_overflow: drop_reason("SKB_DROP_REASON_TCP_LISTEN_OVERFLOW")?,
+        reason_not_specified: drop_reason("SKB_DROP_REASON_NOT_SPECIFIED")?,
+        reason_tcp_reset: drop_reason("SKB_DROP_REASON_TCP_RESET")?,
         kfree_skb_reason_arg,
         kfree_skb_rx_sk_arg,
         wakeup_bytes: 0,
@@ -120,6 +122,8 @@ mod tests {
         assert_eq!(g.netns_ino, own_netns_inode().unwrap());
         assert_eq!((g.kfree_skb_reason_arg, g.kfree_skb_rx_sk_arg), (2, 3));
         assert!(g.reason_listen_overflow > 2);
+        assert_eq!(g.reason_not_specified, 2);
+        assert!(g.reason_tcp_reset > 2 && g.reason_tcp_reset != g.reason_listen_overflow);
         assert!(g.skc_v6_daddr >= 16 && g.skc_v6_rcv_saddr >= 16);
         assert_eq!(
             f.rst_reasons.get(&0).map(String::as_str),

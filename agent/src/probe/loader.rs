@@ -1,12 +1,14 @@
 //! Loading the kernel object, filling its globals and maps, attaching every
 //! program. Everything attached is owned by [`Loaded`]: dropping it detaches.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::tc::SchedClassifierLinkId;
 use aya::programs::{BtfTracePoint, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
-use connlog_common::names;
+use connlog_common::{Attempt, AttemptKey, names};
 
 use super::btf::Btf;
 use super::kernel::{self, KernelFacts};
@@ -26,12 +28,27 @@ const TRACEPOINTS: [(&str, &str); 4] = [
 ];
 pub(crate) const TC_INGRESS: &str = "connlog_tc_ingress";
 pub(crate) const TC_EGRESS: &str = "connlog_tc_egress";
+/// For devices without a link-layer header (tun, wireguard).
+#[cfg(test)]
+pub(crate) const TC_INGRESS_L3: &str = "connlog_tc_ingress_l3";
+#[cfg(test)]
+pub(crate) const TC_EGRESS_L3: &str = "connlog_tc_egress_l3";
 /// Does nothing: attached only for benchmarks (`attach_empty_classifier`).
 pub(crate) const TC_EMPTY: &str = "connlog_tc_empty";
 
+/// TC programs and the directions each is attached in, on every interface.
+type TcPrograms = Vec<(&'static str, &'static [TcAttachType])>;
+
 pub(crate) struct Loaded {
     pub(crate) ebpf: Ebpf,
-    pub(crate) interfaces: Vec<String>,
+    tc: TcPrograms,
+    /// Interfaces with the TC programs attached, by ifindex.
+    attached: BTreeMap<u32, Attachment>,
+}
+
+struct Attachment {
+    name: String,
+    links: Vec<(&'static str, SchedClassifierLinkId)>,
 }
 
 /// Checks the host, then loads the object with this kernel's facts. The
@@ -44,6 +61,10 @@ pub(crate) fn open(config: &ProbeConfig) -> Result<(Ebpf, KernelFacts), ProbeErr
     let ebpf = EbpfLoader::new()
         .override_global(names::GLOBALS, &facts.globals, true)
         .map_max_entries(names::EVENTS, config.ring_bytes)
+        .map_max_entries(
+            names::ATTEMPTS,
+            u32::try_from(config.max_pending).unwrap_or(u32::MAX),
+        )
         .load(OBJECT)
         .map_err(ProbeError::Load)?;
     Ok((ebpf, facts))
@@ -57,25 +78,61 @@ pub(crate) fn set_ports(ebpf: &mut Ebpf, ports: &[u16]) -> Result<(), ProbeError
             name: names::PORTS.into(),
         },
     })?;
-    let mut map: BpfHashMap<_, u16, u8> =
-        BpfHashMap::try_from(map).map_err(|source| ProbeError::Map {
-            what: "PORTS",
-            source,
-        })?;
+    let mut map: Array<_, u8> = Array::try_from(map).map_err(|source| ProbeError::Map {
+        what: "PORTS",
+        source,
+    })?;
     for &port in ports {
-        map.insert(port, 1, 0).map_err(|source| ProbeError::Map {
-            what: "PORTS",
-            source,
-        })?;
+        map.set(u32::from(port), 1, 0)
+            .map_err(|source| ProbeError::Map {
+                what: "PORTS",
+                source,
+            })?;
     }
     Ok(())
 }
 
+/// The kernel's attempt table and its insert/remove counts, for the sweeper.
+#[expect(
+    clippy::type_complexity,
+    reason = "two map handles, named at the call site"
+)]
+pub(crate) fn take_attempts(
+    ebpf: &mut Ebpf,
+) -> Result<
+    (
+        BpfHashMap<MapData, AttemptKey, Attempt>,
+        PerCpuArray<MapData, u64>,
+    ),
+    ProbeError,
+> {
+    let take = |ebpf: &mut Ebpf, name: &'static str| {
+        ebpf.take_map(name).ok_or(ProbeError::Map {
+            what: name,
+            source: aya::maps::MapError::InvalidName { name: name.into() },
+        })
+    };
+    let attempts =
+        BpfHashMap::try_from(take(ebpf, names::ATTEMPTS)?).map_err(|source| ProbeError::Map {
+            what: names::ATTEMPTS,
+            source,
+        })?;
+    let counts = PerCpuArray::try_from(take(ebpf, names::ATTEMPT_COUNTS)?).map_err(|source| {
+        ProbeError::Map {
+            what: names::ATTEMPT_COUNTS,
+            source,
+        }
+    })?;
+    Ok((attempts, counts))
+}
+
+/// Loads everything and attaches the tracepoints, then the TC programs to
+/// `interfaces`, which [`checks::interfaces`] resolved.
 pub(crate) fn load(
     config: &ProbeConfig,
     ports: &[u16],
+    interfaces: &[String],
 ) -> Result<(Loaded, KernelFacts), ProbeError> {
-    let interfaces = checks::interfaces(config.interfaces.as_deref())?;
     let (mut ebpf, facts) = open(config)?;
     set_ports(&mut ebpf, ports)?;
     let btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Tracepoint {
@@ -101,37 +158,42 @@ pub(crate) fn load(
             source,
         })?;
     }
-    let mut tc = vec![
+    let mut tc: TcPrograms = vec![
         (TC_INGRESS, &[TcAttachType::Ingress][..]),
         (TC_EGRESS, &[TcAttachType::Egress][..]),
     ];
     if config.attach_empty_classifier {
         tc.push((TC_EMPTY, &[TcAttachType::Ingress, TcAttachType::Egress][..]));
     }
-    for (program, dirs) in tc {
-        let what = |doing: &str| format!("{doing} {program}");
-        let prog: &mut SchedClassifier =
-            program_mut(&mut ebpf, program)?
-                .try_into()
-                .map_err(|source| ProbeError::Program {
-                    what: what("loading"),
-                    source,
-                })?;
+    for &(program, _) in &tc {
+        let prog = classifier(&mut ebpf, program, "loading")?;
         prog.load().map_err(|source| ProbeError::Program {
-            what: what("loading"),
+            what: format!("loading {program}"),
             source,
         })?;
-        for iface in &interfaces {
-            for &dir in dirs {
-                prog.attach(iface, dir)
-                    .map_err(|source| ProbeError::Program {
-                        what: format!("attaching {program} to {iface}"),
-                        source,
-                    })?;
-            }
-        }
     }
-    Ok((Loaded { ebpf, interfaces }, facts))
+    let mut loaded = Loaded {
+        ebpf,
+        tc,
+        attached: BTreeMap::new(),
+    };
+    for iface in interfaces {
+        loaded.attach(iface)?;
+    }
+    Ok((loaded, facts))
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &str,
+    doing: &str,
+) -> Result<&'a mut SchedClassifier, ProbeError> {
+    program_mut(ebpf, program)?
+        .try_into()
+        .map_err(|source| ProbeError::Program {
+            what: format!("{doing} {program}"),
+            source,
+        })
 }
 
 pub(crate) fn program_mut<'a>(
@@ -146,6 +208,85 @@ pub(crate) fn program_mut<'a>(
 }
 
 impl Loaded {
+    /// Attaches every TC program to `iface` (by name, resolved now). An
+    /// interface already attached is left as it is; on failure nothing of
+    /// this interface stays attached.
+    pub(crate) fn attach(&mut self, iface: &str) -> Result<(), ProbeError> {
+        let index = checks::ifindex(iface);
+        if index == 0 {
+            return Err(ProbeError::NoInterface(iface.to_owned()));
+        }
+        if self.attached.contains_key(&index) {
+            return Ok(());
+        }
+        let mut links = Vec::new();
+        let mut failed = None;
+        'programs: for &(program, dirs) in &self.tc {
+            let prog = classifier(&mut self.ebpf, program, "attaching")?;
+            for &dir in dirs {
+                match prog.attach(iface, dir) {
+                    Ok(link) => links.push((program, link)),
+                    Err(source) => {
+                        failed = Some(ProbeError::Program {
+                            what: format!("attaching {program} to {iface}"),
+                            source,
+                        });
+                        break 'programs;
+                    }
+                }
+            }
+        }
+        if let Some(err) = failed {
+            self.detach_links(iface, links);
+            return Err(err);
+        }
+        self.attached.insert(
+            index,
+            Attachment {
+                name: iface.to_owned(),
+                links,
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets the interface `index` (gone from the kernel, which already
+    /// dropped its TC links): closes our link fds. Returns its name if it
+    /// was attached.
+    pub(crate) fn forget(&mut self, index: u32) -> Option<String> {
+        let Attachment { name, links } = self.attached.remove(&index)?;
+        self.detach_links(&name, links);
+        Some(name)
+    }
+
+    fn detach_links(&mut self, iface: &str, links: Vec<(&'static str, SchedClassifierLinkId)>) {
+        for (program, link) in links {
+            let detached = classifier(&mut self.ebpf, program, "detaching").and_then(|prog| {
+                prog.detach(link).map_err(|source| ProbeError::Program {
+                    what: format!("detaching {program}"),
+                    source,
+                })
+            });
+            if let Err(e) = detached {
+                tracing::debug!(%iface, error = %e, "probe: detaching a TC link");
+            }
+        }
+    }
+
+    /// Whether the interface `index` has the TC programs attached.
+    pub(crate) fn is_attached(&self, index: u32) -> bool {
+        self.attached.contains_key(&index)
+    }
+
+    pub(crate) fn attached_indexes(&self) -> Vec<u32> {
+        self.attached.keys().copied().collect()
+    }
+
+    /// Names of the interfaces with the TC programs attached.
+    pub(crate) fn interfaces(&self) -> Vec<String> {
+        self.attached.values().map(|a| a.name.clone()).collect()
+    }
+
     pub(crate) fn take_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
         take_ring(&mut self.ebpf)
     }

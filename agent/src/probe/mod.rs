@@ -2,23 +2,27 @@
 //! drops and state changes on the agent's ports, and the userspace half that
 //! turns their raw events into [`TcpEvent`]s.
 //!
-//! [`Probe::start`] checks the host, loads and attaches everything and
-//! returns the event stream; dropping the [`Probe`] detaches everything.
+//! [`Probe::load`] checks the host, loads and attaches everything (the
+//! privileged part, no runtime needed); [`LoadedProbe::start`] then reads
+//! the events. Dropping the [`Probe`] detaches everything.
 
 mod btf;
 mod checks;
 mod decode;
 mod event;
+mod hotplug;
 mod kernel;
 mod loader;
+mod netlink;
 mod reader;
+mod sweep;
 #[cfg(test)]
 mod test_run;
 mod tracker;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::mpsc;
 
@@ -60,6 +64,8 @@ pub enum ProbeError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("subscribing to link notifications (rtnetlink)")]
+    Netlink(#[source] std::io::Error),
     #[error("ring buffer")]
     Ring(#[source] std::io::Error),
 }
@@ -71,78 +77,196 @@ pub struct ProbeStats {
     pub ring_full: u64,
     /// `TcpEvent`s dropped because the consumer's channel was full.
     pub channel_full: u64,
-    /// SYNs not tracked because the pending-attempt table was full.
+    /// Attempts the kernel's LRU table (`[probe] max_pending` entries)
+    /// evicted to make room, before their outcome was reported (or, for
+    /// closed ones, before they were forgotten): estimated from the
+    /// kernel's insert/remove counts at each sweep, exact at rest.
     pub table_full: u64,
+    /// Attempts (pending or recently closed) in the kernel's table at the
+    /// last sweep.
+    pub tracked: u64,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     channel_full: AtomicU64,
     table_full: AtomicU64,
+    tracked: AtomicU64,
 }
 
-/// The loaded, attached probe. Dropping it stops the reader and detaches
-/// every program.
-pub struct Probe {
+/// The programs loaded and attached, not yet read: what needs privileges.
+/// [`LoadedProbe::start`] (in a tokio runtime) starts reading; the agent
+/// drops its capabilities in between.
+pub struct LoadedProbe {
     loaded: loader::Loaded,
+    facts: kernel::KernelFacts,
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    attempts:
+        aya::maps::HashMap<aya::maps::MapData, connlog_common::AttemptKey, connlog_common::Attempt>,
+    counts: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+    config: ProbeConfig,
+    ports: Vec<u16>,
+    /// Link notifications, when the probe follows every interface.
+    links: Option<netlink::LinkSocket>,
+}
+
+/// The running probe. Dropping it stops the reader and detaches every
+/// program.
+pub struct Probe {
+    loaded: Arc<Mutex<loader::Loaded>>,
     counters: Arc<Counters>,
     reader: tokio::task::JoinHandle<()>,
+    stop_sweeper: Arc<AtomicBool>,
+    hotplug: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Probe {
-    /// Loads and attaches the programs, watching `ports` plus the config's
-    /// `ports`, and starts the ring-buffer reader on the current tokio
-    /// runtime. Events come out of the returned channel.
+    /// [`Probe::load`] then [`LoadedProbe::start`].
     pub fn start(
         config: &ProbeConfig,
         ports: &[u16],
     ) -> Result<(Probe, mpsc::Receiver<TcpEvent>), ProbeError> {
+        Ok(Self::load(config, ports)?.start())
+    }
+
+    /// Checks the host, loads and attaches the programs, watching `ports`
+    /// plus the config's `ports`. Needs no runtime and starts no thread.
+    pub fn load(config: &ProbeConfig, ports: &[u16]) -> Result<LoadedProbe, ProbeError> {
         let mut all: Vec<u16> = ports.iter().chain(&config.ports).copied().collect();
         all.sort_unstable();
         all.dedup();
         if all.is_empty() {
             return Err(ProbeError::NoPorts);
         }
-        let (mut loaded, facts) = loader::load(config, &all)?;
+        // Following every interface: subscribe before listing them, so an
+        // interface that appears in between is not missed.
+        let links = match config.interfaces {
+            Some(_) => None,
+            None => Some(netlink::LinkSocket::open().map_err(ProbeError::Netlink)?),
+        };
+        let interfaces = checks::interfaces(config.interfaces.as_deref())?;
+        let (mut loaded, facts) = loader::load(config, &all, &interfaces)?;
         let ring = loaded.take_ring()?;
+        let (attempts, counts) = loader::take_attempts(&mut loaded.ebpf)?;
+        Ok(LoadedProbe {
+            loaded,
+            facts,
+            ring,
+            attempts,
+            counts,
+            config: config.clone(),
+            ports: all,
+            links,
+        })
+    }
+
+    /// The interfaces the TC programs are attached to now.
+    pub fn interfaces(&self) -> Vec<String> {
+        lock(&self.loaded).interfaces()
+    }
+
+    pub fn stats(&self) -> ProbeStats {
+        self.stats_source().stats()
+    }
+
+    /// A handle that reads the counters without keeping the probe
+    /// attached (for metrics).
+    pub fn stats_source(&self) -> ProbeStatsSource {
+        ProbeStatsSource {
+            loaded: Arc::downgrade(&self.loaded),
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+/// Reads the probe's counters; after the probe is gone the kernel's
+/// ring-full count reads as 0.
+#[derive(Clone)]
+pub struct ProbeStatsSource {
+    loaded: Weak<Mutex<loader::Loaded>>,
+    counters: Arc<Counters>,
+}
+
+impl ProbeStatsSource {
+    pub fn stats(&self) -> ProbeStats {
+        ProbeStats {
+            ring_full: self.loaded.upgrade().map_or(0, |l| lock(&l).ring_full()),
+            channel_full: self.counters.channel_full.load(Ordering::Relaxed),
+            table_full: self.counters.table_full.load(Ordering::Relaxed),
+            tracked: self.counters.tracked.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl LoadedProbe {
+    /// Starts the ring-buffer reader (and the interface watcher) on the
+    /// current tokio runtime. Events come out of the returned channel.
+    pub fn start(self) -> (Probe, mpsc::Receiver<TcpEvent>) {
+        let LoadedProbe {
+            loaded,
+            facts,
+            ring,
+            attempts,
+            counts,
+            config,
+            ports,
+            links,
+        } = self;
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(config.channel_capacity);
+        let stop_sweeper = Arc::new(AtomicBool::new(false));
+        let sweeper = sweep::Sweeper {
+            attempts,
+            counts,
+            tracker: tracker::Tracker::new(config.syn_timeout),
+            capacity: config.max_pending,
+            period: sweep::period(config.syn_timeout),
+            tx: tx.clone(),
+            counters: counters.clone(),
+            stop: stop_sweeper.clone(),
+        };
+        if let Err(err) = std::thread::Builder::new()
+            .name("probe-sweep".into())
+            .spawn(move || sweeper.run())
+        {
+            tracing::error!(error = %err, "probe: cannot start the sweeper; no TcpTimeout events");
+        }
         let reader = tokio::spawn(reader::run(reader::Reader {
             ring,
-            tracker: tracker::Tracker::new(config.syn_timeout, config.max_pending),
             tx,
             counters: counters.clone(),
             rst_reasons: facts.rst_reasons,
-            syn_timeout: config.syn_timeout,
         }));
-        tracing::info!(interfaces = ?loaded.interfaces, ports = ?all, "probe attached");
-        Ok((
+        tracing::info!(interfaces = ?loaded.interfaces(), ports = ?ports, "probe attached");
+        let loaded = Arc::new(Mutex::new(loaded));
+        let hotplug = links.map(|socket| tokio::spawn(hotplug::run(socket, loaded.clone())));
+        (
             Probe {
                 loaded,
                 counters,
                 reader,
+                stop_sweeper,
+                hotplug,
             },
             rx,
-        ))
+        )
     }
+}
 
-    /// The interfaces the TC programs are attached to.
-    pub fn interfaces(&self) -> &[String] {
-        &self.loaded.interfaces
-    }
-
-    pub fn stats(&self) -> ProbeStats {
-        ProbeStats {
-            ring_full: self.loaded.ring_full(),
-            channel_full: self.counters.channel_full.load(Ordering::Relaxed),
-            table_full: self.counters.table_full.load(Ordering::Relaxed),
-        }
+fn lock(loaded: &Mutex<loader::Loaded>) -> std::sync::MutexGuard<'_, loader::Loaded> {
+    match loaded.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
 impl Drop for Probe {
     fn drop(&mut self) {
         self.reader.abort();
+        self.stop_sweeper.store(true, Ordering::Relaxed);
+        if let Some(hotplug) = &self.hotplug {
+            hotplug.abort();
+        }
         tracing::info!("probe detached");
     }
 }

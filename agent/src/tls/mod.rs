@@ -22,4 +22,4 @@ mod state;
 pub use counters::TlsCounters;
 pub use gate::{ConnectionGate, GateFuture, GateInput, GateVerdict};
 pub use outcome::{ClientCertInfo, TlsOutcome, epoch_millis};
-pub use server::{Running, StartError, Terminator};
+pub use server::{Bound, Running, StartError, Terminator, bind};

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,7 +21,7 @@ use super::negotiated;
 use super::state::ListenerState;
 
 /// Pending connections the kernel may queue per bind address.
-const BACKLOG: u32 = 4096;
+const BACKLOG: i32 = 4096;
 
 /// One configured listener and its current state.
 #[derive(Debug)]
@@ -58,6 +58,14 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("listening on {key}")]
+    Register {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no listener #{0} for a bound socket")]
+    Mismatch(usize),
 }
 
 /// The mTLS terminator: every listener of the config, loaded and checked.
@@ -126,27 +134,41 @@ impl Terminator {
         outcomes: mpsc::Sender<TlsOutcome>,
         shutdown: CancellationToken,
     ) -> Result<Running, StartError> {
-        let mut bound = Vec::new();
-        for l in &self.listeners {
-            for &addr in &l.cfg.bind {
-                let sock = bind(addr).map_err(|source| StartError::Bind {
-                    addr,
-                    key: format!("{}.bind", l.cfg.key_prefix),
-                    source,
-                })?;
-                bound.push((l.clone(), sock));
-            }
-        }
+        let cfgs: Vec<ListenerConfig> = self.listeners.iter().map(|l| l.cfg.clone()).collect();
+        let bound = bind(&cfgs)?;
+        self.serve(bound, outcomes, shutdown)
+    }
+
+    /// Accepts on sockets bound earlier by [`bind`] with the same listener
+    /// configs, until `shutdown` is cancelled. Needs a tokio runtime.
+    pub fn serve(
+        self: &Arc<Self>,
+        bound: Bound,
+        outcomes: mpsc::Sender<TlsOutcome>,
+        shutdown: CancellationToken,
+    ) -> Result<Running, StartError> {
         let tracker = TaskTracker::new();
         let sink = Sink {
             tx: outcomes,
             counters: self.counters.clone(),
         };
-        for (listener, sock) in bound {
-            info!(addr = %sock.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
-                distribution = %listener.cfg.distribution_id, "listening");
+        for (index, std_sock) in bound.0 {
+            let Some(listener) = self.listeners.get(index) else {
+                return Err(StartError::Mismatch(index));
+            };
+            let addr = std_sock
+                .local_addr()
+                .map_err(|source| StartError::Register {
+                    key: format!("{}.bind", listener.cfg.key_prefix),
+                    source,
+                })?;
+            let sock = TcpListener::from_std(std_sock).map_err(|source| StartError::Register {
+                key: format!("{}.bind", listener.cfg.key_prefix),
+                source,
+            })?;
+            info!(%addr, distribution = %listener.cfg.distribution_id, "listening");
             tracker.spawn(accept_loop(
-                listener,
+                listener.clone(),
                 sock,
                 sink.clone(),
                 shutdown.clone(),
@@ -155,6 +177,28 @@ impl Terminator {
         }
         Ok(Running { tracker, shutdown })
     }
+}
+
+/// Listening sockets, bound before the agent gives up its privileges and
+/// before any runtime exists; [`Terminator::serve`] accepts on them.
+#[derive(Debug)]
+pub struct Bound(Vec<(usize, std::net::TcpListener)>);
+
+/// Binds and listens on every address of every listener (in config
+/// order). Plain sockets: no tokio runtime is needed yet.
+pub fn bind(cfgs: &[ListenerConfig]) -> Result<Bound, StartError> {
+    let mut bound = Vec::new();
+    for (index, cfg) in cfgs.iter().enumerate() {
+        for &addr in &cfg.bind {
+            let sock = bind_one(addr).map_err(|source| StartError::Bind {
+                addr,
+                key: format!("{}.bind", cfg.key_prefix),
+                source,
+            })?;
+            bound.push((index, sock));
+        }
+    }
+    Ok(Bound(bound))
 }
 
 /// The running terminator.
@@ -176,15 +220,23 @@ impl Running {
     }
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let sock = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
+fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
     } else {
-        TcpSocket::new_v6()?
+        AddressFamily::INET6
     };
-    sock.set_reuseaddr(true)?;
-    sock.bind(addr)?;
-    sock.listen(BACKLOG)
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, BACKLOG)?;
+    Ok(std::net::TcpListener::from(fd))
 }
 
 async fn accept_loop(

@@ -35,6 +35,8 @@ pub(crate) struct FileSink {
     /// Files whose finalisation failed (e.g. disk full); retried on tick.
     unfinished: Vec<OpenFile>,
     counter: u64,
+    /// A batch's bytes for one file, reused from batch to batch.
+    chunk: Vec<u8>,
 }
 
 impl FileSink {
@@ -44,6 +46,7 @@ impl FileSink {
             open: HashMap::new(),
             unfinished: Vec::new(),
             counter: 0,
+            chunk: Vec::new(),
         }
     }
 
@@ -111,16 +114,17 @@ impl FileSink {
             let Some(f) = self.open.get_mut(partition) else {
                 continue;
             };
-            let mut chunk = Vec::with_capacity(list.len() * 400);
+            let chunk = &mut self.chunk;
+            chunk.clear();
             if f.len == 0 {
-                encoder.header(&mut chunk);
+                encoder.header(chunk);
             }
-            encoder.encode(list.iter().copied(), &mut chunk);
+            encoder.encode(list.iter().copied(), chunk);
             if gzip {
-                chunk = gzip_member(&chunk);
+                *chunk = gzip_member(chunk);
             }
             touched.push((partition.clone(), f.len));
-            let res = f.file.write_all(&chunk);
+            let res = f.file.write_all(chunk);
             if let Err(e) = res {
                 let temp = f.temp.clone();
                 return Err(self.io_err(&temp, e));

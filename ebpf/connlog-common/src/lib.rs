@@ -1,6 +1,7 @@
 //! The ABI shared by connlog's kernel programs (`connlog-ebpf`) and the
-//! agent: the raw event written to the ring buffer and the settings the
-//! agent writes into the programs' read-only globals at load time.
+//! agent: the raw event written to the ring buffer, the per-attempt state the
+//! kernel keeps between a SYN and its outcome, and the settings the agent
+//! writes into the programs' read-only globals at load time.
 //!
 //! Every type is `#[repr(C)]`, has no implicit padding (checked below) and no
 //! `bool`, so any byte pattern is a valid value on both sides.
@@ -11,48 +12,60 @@
 pub mod names {
     /// Ring buffer of [`super::RawEvent`]s.
     pub const EVENTS: &str = "EVENTS";
-    /// Hash map: watched local TCP port (host order `u16`) → `u8` 1.
+    /// Array indexed by local TCP port (host order): `u8` 1 when watched.
     pub const PORTS: &str = "PORTS";
     /// Per-CPU array with one `u64`: events lost because the ring was full.
     pub const RING_FULL: &str = "RING_FULL";
+    /// LRU hash [`super::AttemptKey`] → [`super::Attempt`]: the attempts
+    /// between their SYN and their outcome (and, for a while, after it).
+    pub const ATTEMPTS: &str = "ATTEMPTS";
+    /// Per-CPU array of `u64` indexed by [`super::count`].
+    pub const ATTEMPT_COUNTS: &str = "ATTEMPT_COUNTS";
     /// The read-only global holding [`super::Globals`].
     pub const GLOBALS: &str = "GLOBALS";
 }
 
+/// Indexes of [`names::ATTEMPT_COUNTS`]. With the entries the agent removed
+/// and those still in the map, they tell how many the LRU evicted.
+pub mod count {
+    /// New keys the kernel inserted into `ATTEMPTS`.
+    pub const INSERTED: u32 = 0;
+    /// Keys the kernel removed from `ATTEMPTS` (ESTABLISHED).
+    pub const REMOVED: u32 = 1;
+    pub const LEN: u32 = 2;
+}
+
 /// What a [`RawEvent`] reports. Stored as `u8` in [`RawEvent::kind`].
 pub mod kind {
-    /// TC ingress: a SYN (without ACK) to a watched port.
-    pub const SYN: u8 = 1;
-    /// TC egress: a SYN-ACK from a watched port.
-    pub const SYN_ACK: u8 = 2;
-    /// TC ingress: an RST to a watched port.
-    pub const RST_IN: u8 = 3;
+    /// tp_btf `kfree_skb`, reason NOT_SPECIFIED or TCP_RESET, `rx_sk` a
+    /// watched listener: the client reset a pending attempt (SYN_RECV).
+    pub const CLIENT_RST: u8 = 3;
     /// tp_btf `inet_sock_set_state`: a child socket SYN_RECV → ESTABLISHED.
     pub const ESTABLISHED: u8 = 4;
     /// tp_btf `tcp_receive_reset`: an RST received on a full socket.
     pub const RECEIVE_RESET: u8 = 5;
-    /// tp_btf `tcp_send_reset`: the kernel sent an RST; `reason` holds its
-    /// `enum sk_rst_reason`.
-    pub const SEND_RESET: u8 = 6;
-    /// tp_btf `kfree_skb` with reason `TCP_LISTEN_OVERFLOW`: the final ACK
-    /// was dropped because the accept queue was full.
+    /// tp_btf `tcp_send_reset` for a pending attempt; `reason` holds the
+    /// kernel's `enum sk_rst_reason`.
+    pub const SERVER_RST: u8 = 6;
+    /// tp_btf `kfree_skb` with reason `TCP_LISTEN_OVERFLOW` for a pending
+    /// attempt: its final ACK was dropped because the accept queue was full.
     pub const LISTEN_OVERFLOW: u8 = 7;
+    /// TC ingress: a SYN with a new ISN on the tuple of a pending attempt;
+    /// the event describes the old attempt, which never completed.
+    pub const SUPERSEDED: u8 = 8;
 }
 
 /// `family` values.
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 
-/// One kernel observation, normalized to the server's view: `client_*` is
-/// the remote end, `server_*` the local one (a watched port).
+/// A connection attempt's 4-tuple from the server's view: `client_*` is the
+/// remote end, `server_*` the local one (a watched port). IPv4 (and
+/// IPv4-mapped IPv6) addresses fill the first 4 bytes, the rest is 0.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RawEvent {
-    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
-    pub ts: u64,
-    /// Socket cookie for ESTABLISHED / RECEIVE_RESET / SEND_RESET; else 0.
-    pub cookie: u64,
-    /// IPv4 in the first 4 bytes (network order), or IPv6.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct AttemptKey {
+    /// Network order.
     pub client_addr: [u8; 16],
     pub server_addr: [u8; 16],
     /// Host byte order.
@@ -60,13 +73,45 @@ pub struct RawEvent {
     pub server_port: u16,
     /// [`FAMILY_V4`] or [`FAMILY_V6`].
     pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// What the kernel knows about one attempt.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Attempt {
+    /// `bpf_ktime_get_ns()` when the attempt's first SYN arrived.
+    pub syn_at: u64,
+    /// 0 while the attempt is pending; else when its outcome was reported
+    /// (by the kernel, or by the agent for a timeout). A closed attempt is
+    /// kept so that the client's retransmitted SYNs (same ISN) are not taken
+    /// for a new attempt.
+    pub closed_at: u64,
+    /// The client's initial sequence number.
+    pub isn: u32,
+    /// SYN-ACKs the server sent for it (TC egress), first one included.
+    pub synacks: u32,
+}
+
+/// One kernel observation, for the agent to turn into a `TcpEvent`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawEvent {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts: u64,
+    /// Socket cookie for ESTABLISHED / RECEIVE_RESET; else 0.
+    pub cookie: u64,
+    /// The attempt's first SYN; 0 when the probe did not see it.
+    pub syn_at: u64,
+    pub tuple: AttemptKey,
     /// One of [`kind`].
     pub kind: u8,
-    pub _pad: [u8; 2],
-    /// TCP sequence number of the packet (the ISN for SYNs), host order.
-    pub seq: u32,
-    /// `enum sk_rst_reason` for SEND_RESET; else 0.
+    pub _pad: [u8; 3],
+    /// [`Attempt::synacks`] of the attempt.
+    pub synacks: u32,
+    /// `enum sk_rst_reason` for SERVER_RST; else 0.
     pub reason: u32,
+    pub _reserved: u32,
 }
 
 /// Kernel-specific facts the agent reads from BTF at load time and writes
@@ -93,6 +138,10 @@ pub struct Globals {
     pub skb_transport_header: u32,
     /// Value of `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`.
     pub reason_listen_overflow: u32,
+    /// Value of `SKB_DROP_REASON_NOT_SPECIFIED`.
+    pub reason_not_specified: u32,
+    /// Value of `SKB_DROP_REASON_TCP_RESET`.
+    pub reason_tcp_reset: u32,
     /// Index of `enum skb_drop_reason reason` in `kfree_skb`'s arguments.
     pub kfree_skb_reason_arg: u32,
     /// Index of `struct sock *rx_sk` in `kfree_skb`'s arguments.
@@ -103,15 +152,20 @@ pub struct Globals {
 }
 
 // No implicit padding: the sizes are the sums of the fields.
-const _: () =
-    assert!(core::mem::size_of::<RawEvent>() == 8 + 8 + 16 + 16 + 2 + 2 + 1 + 1 + 2 + 4 + 4);
-const _: () = assert!(core::mem::size_of::<Globals>() == 12 * 4);
+const _: () = assert!(core::mem::size_of::<AttemptKey>() == 16 + 16 + 2 + 2 + 1 + 3);
+const _: () = assert!(core::mem::size_of::<Attempt>() == 8 + 8 + 4 + 4);
+const _: () = assert!(core::mem::size_of::<RawEvent>() == 8 + 8 + 8 + 40 + 1 + 3 + 4 + 4 + 4);
+const _: () = assert!(core::mem::size_of::<Globals>() == 14 * 4);
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: both types are #[repr(C)], contain only integers and integer
+    // SAFETY: these types are #[repr(C)], contain only integers and integer
     // arrays, and have no padding (asserted above): every bit pattern is valid.
     unsafe impl aya::Pod for super::RawEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Globals {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AttemptKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Attempt {}
 }

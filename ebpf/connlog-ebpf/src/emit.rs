@@ -1,20 +1,32 @@
 //! The maps every program shares, and writing one event to the ring.
 
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
-use connlog_common::{Globals, RawEvent};
+use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray, RingBuf};
+use connlog_common::{Attempt, AttemptKey, Globals, RawEvent, count};
 
 /// Default size; the agent sets the real one at load time.
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// Watched local ports, filled by the agent.
+/// Watched local ports, filled by the agent: indexed by port, 1 = watched.
+/// An array lookup is inlined by the verifier (no helper call, no hash),
+/// which matters for `inet_sock_set_state`, called for every socket.
 #[map(name = "PORTS")]
-static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
+static PORTS: Array<u8> = Array::with_max_entries(65536, 0);
 
 /// Events lost because the ring was full, per CPU.
 #[map(name = "RING_FULL")]
 static RING_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Attempts between their SYN and their outcome. Default size; the agent
+/// sets `[probe] max_pending` at load time.
+#[map(name = "ATTEMPTS")]
+pub(crate) static ATTEMPTS: LruHashMap<AttemptKey, Attempt> =
+    LruHashMap::with_max_entries(65536, 0);
+
+/// Keys inserted into / removed from `ATTEMPTS` by the kernel, per CPU.
+#[map(name = "ATTEMPT_COUNTS")]
+static ATTEMPT_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(count::LEN, 0);
 
 /// Kernel facts the agent writes at load time (read-only after load, so the
 /// verifier treats them as constants).
@@ -29,6 +41,8 @@ static GLOBALS: Globals = Globals {
     skb_network_header: 0,
     skb_transport_header: 0,
     reason_listen_overflow: 0,
+    reason_not_specified: 0,
+    reason_tcp_reset: 0,
     kfree_skb_reason_arg: 0,
     kfree_skb_rx_sk_arg: 0,
     wakeup_bytes: 0,
@@ -43,14 +57,22 @@ pub(crate) fn globals() -> Globals {
 
 #[inline(always)]
 pub(crate) fn watched(port: u16) -> bool {
-    // SAFETY: the value is a plain u8 we only test for presence.
-    unsafe { PORTS.get(port).is_some() }
+    PORTS.get(u32::from(port)).is_some_and(|&w| w != 0)
 }
 
 #[inline(always)]
 pub(crate) fn now() -> u64 {
     // SAFETY: no preconditions.
     unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
+}
+
+/// Adds one to counter `index` of `ATTEMPT_COUNTS` on this CPU.
+#[inline(always)]
+pub(crate) fn count(index: u32) {
+    if let Some(slot) = ATTEMPT_COUNTS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *slot += 1 };
+    }
 }
 
 /// Writes `ev` to the ring; counts it on this CPU if the ring is full.

@@ -1,13 +1,18 @@
-//! Parsing Ethernet / IPv4 / IPv6 (with extension headers) / TCP with direct
-//! packet access. Everything is bounds-checked against `data_end`; anything
-//! malformed, truncated, fragmented (non-first fragment) or not TCP gives
-//! `None`.
+//! Parsing [Ethernet [802.1Q / 802.1ad tags]] / IPv4 / IPv6 (with extension
+//! headers) / TCP with direct packet access. Frames of L3 devices (tun,
+//! wireguard: no link-layer header) start at the IP header: the `ETH`
+//! parameter picks the variant at compile time. Everything is
+//! bounds-checked against `data_end`; anything malformed, truncated,
+//! fragmented (non-first fragment) or not TCP gives `None`.
 
-use connlog_common::{FAMILY_V4, FAMILY_V6};
+use connlog_common::{AttemptKey, FAMILY_V4, FAMILY_V6};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const VLAN_HLEN: usize = 4;
 const IPPROTO_TCP: u8 = 6;
 /// IPv6 extension headers we step over.
 const NEXTHDR_HOP: u8 = 0;
@@ -25,15 +30,13 @@ pub(crate) const TCP_SYN: u8 = 0x02;
 pub(crate) const TCP_RST: u8 = 0x04;
 pub(crate) const TCP_ACK: u8 = 0x10;
 
-/// The TCP fields we report. Addresses are network order, ports and `seq`
-/// host order.
-pub(crate) struct Segment {
+/// Where the headers of a TCP segment start, and its flags.
+#[derive(Clone, Copy)]
+pub(crate) struct Headers {
+    pub flags: u8,
     pub family: u8,
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
-    pub sport: u16,
-    pub dport: u16,
-    pub seq: u32,
+    pub l3: usize,
+    pub l4: usize,
 }
 
 /// `len` bytes at `off` are inside the packet: returns their address.
@@ -56,26 +59,66 @@ fn be16(p: *const u8, i: usize) -> u16 {
     u16::from_be_bytes([byte(p, i), byte(p, i + 1)])
 }
 
-/// The TCP flags byte of the segment in this frame, cheaply: the fast path
-/// every packet takes. Returns the L4 offset too.
+/// The TCP headers of this frame, cheaply: the fast path every packet
+/// takes (callers test `flags` before anything costlier).
 #[inline(always)]
-pub(crate) fn tcp_flags(data: usize, end: usize) -> Option<(u8, usize, u8)> {
-    let eth = at(data, end, 0, ETH_HLEN)?;
-    let (family, l4) = match be16(eth, 12) {
-        ETH_P_IP => (FAMILY_V4, ipv4_l4(data, end)?),
-        ETH_P_IPV6 => (FAMILY_V6, ipv6_l4(data, end)?),
-        _ => return None,
+pub(crate) fn tcp_headers<const ETH: bool>(data: usize, end: usize) -> Option<Headers> {
+    let (family, l3) = if ETH {
+        ethernet(data, end)?
+    } else {
+        // Twenty bytes: every IP header has them, and the verifier needs a
+        // length it can turn into a packet range.
+        let ip = at(data, end, 0, 20)?;
+        match byte(ip, 0) >> 4 {
+            4 => (FAMILY_V4, 0),
+            6 => (FAMILY_V6, 0),
+            _ => return None,
+        }
+    };
+    let l4 = if family == FAMILY_V4 {
+        ipv4_l4(data, end, l3)?
+    } else {
+        ipv6_l4(data, end, l3)?
     };
     if l4 > MAX_L4_OFFSET {
         return None;
     }
     let tcp = at(data, end, l4, 20)?;
-    Some((byte(tcp, 13), l4, family))
+    Some(Headers {
+        flags: byte(tcp, 13),
+        family,
+        l3,
+        l4,
+    })
+}
+
+/// The IP family and header offset after the Ethernet header and at most
+/// two VLAN tags (802.1Q, or 802.1ad outer + 802.1Q inner).
+#[inline(always)]
+fn ethernet(data: usize, end: usize) -> Option<(u8, usize)> {
+    let eth = at(data, end, 0, ETH_HLEN)?;
+    let mut proto = be16(eth, 12);
+    let mut l3 = ETH_HLEN;
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        let tag = at(data, end, ETH_HLEN, VLAN_HLEN)?;
+        proto = be16(tag, 2);
+        l3 = ETH_HLEN + VLAN_HLEN;
+        if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+            let tag = at(data, end, ETH_HLEN + VLAN_HLEN, VLAN_HLEN)?;
+            proto = be16(tag, 2);
+            l3 = ETH_HLEN + 2 * VLAN_HLEN;
+        }
+    }
+    match proto {
+        ETH_P_IP => Some((FAMILY_V4, l3)),
+        ETH_P_IPV6 => Some((FAMILY_V6, l3)),
+        _ => None,
+    }
 }
 
 #[inline(always)]
-fn ipv4_l4(data: usize, end: usize) -> Option<usize> {
-    let ip = at(data, end, ETH_HLEN, 20)?;
+fn ipv4_l4(data: usize, end: usize, l3: usize) -> Option<usize> {
+    let ip = at(data, end, l3, 20)?;
     let ver_ihl = byte(ip, 0);
     if ver_ihl >> 4 != 4 || byte(ip, 9) != IPPROTO_TCP {
         return None;
@@ -88,17 +131,17 @@ fn ipv4_l4(data: usize, end: usize) -> Option<usize> {
     if ihl < 20 {
         return None;
     }
-    Some(ETH_HLEN + ihl)
+    Some(l3 + ihl)
 }
 
 #[inline(always)]
-fn ipv6_l4(data: usize, end: usize) -> Option<usize> {
-    let ip = at(data, end, ETH_HLEN, 40)?;
+fn ipv6_l4(data: usize, end: usize, l3: usize) -> Option<usize> {
+    let ip = at(data, end, l3, 40)?;
     if byte(ip, 0) >> 4 != 6 {
         return None;
     }
     let mut next = byte(ip, 6);
-    let mut off = ETH_HLEN + 40;
+    let mut off = l3 + 40;
     for _ in 0..MAX_EXT_HEADERS {
         if next == IPPROTO_TCP {
             return Some(off);
@@ -125,33 +168,58 @@ fn ipv6_l4(data: usize, end: usize) -> Option<usize> {
     if next == IPPROTO_TCP { Some(off) } else { None }
 }
 
-/// The full segment: only called for the few packets that pass the flag test.
+/// A parsed segment's tuple (source = client for `inbound`, else the
+/// destination) and sequence number: only for the few packets whose flags
+/// passed the test.
 #[inline(always)]
-pub(crate) fn segment(data: usize, end: usize, l4: usize, family: u8) -> Option<Segment> {
-    if l4 > MAX_L4_OFFSET {
+pub(crate) fn tuple(
+    data: usize,
+    end: usize,
+    h: Headers,
+    inbound: bool,
+) -> Option<(AttemptKey, u32)> {
+    if h.l4 > MAX_L4_OFFSET || h.l3 > ETH_HLEN + 2 * VLAN_HLEN {
         return None;
     }
-    let tcp = at(data, end, l4, 20)?;
-    let mut seg = Segment {
-        family,
-        saddr: [0; 16],
-        daddr: [0; 16],
-        sport: be16(tcp, 0),
-        dport: be16(tcp, 2),
-        seq: u32::from_be_bytes([byte(tcp, 4), byte(tcp, 5), byte(tcp, 6), byte(tcp, 7)]),
+    let tcp = at(data, end, h.l4, 20)?;
+    let (sport, dport) = (be16(tcp, 0), be16(tcp, 2));
+    let seq = u32::from_be_bytes([byte(tcp, 4), byte(tcp, 5), byte(tcp, 6), byte(tcp, 7)]);
+    let mut key = AttemptKey {
+        family: h.family,
+        ..AttemptKey::default()
     };
-    if family == FAMILY_V4 {
-        let ip = at(data, end, ETH_HLEN, 20)?;
+    let (src, dst) = if inbound {
+        key.client_port = sport;
+        key.server_port = dport;
+        (&mut key.client_addr, &mut key.server_addr)
+    } else {
+        key.client_port = dport;
+        key.server_port = sport;
+        (&mut key.server_addr, &mut key.client_addr)
+    };
+    if h.family == FAMILY_V4 {
+        let ip = at(data, end, h.l3, 20)?;
         for i in 0..4 {
-            seg.saddr[i] = byte(ip, 12 + i);
-            seg.daddr[i] = byte(ip, 16 + i);
+            src[i] = byte(ip, 12 + i);
+            dst[i] = byte(ip, 16 + i);
         }
     } else {
-        let ip = at(data, end, ETH_HLEN, 40)?;
+        let ip = at(data, end, h.l3, 40)?;
         for i in 0..16 {
-            seg.saddr[i] = byte(ip, 8 + i);
-            seg.daddr[i] = byte(ip, 24 + i);
+            src[i] = byte(ip, 8 + i);
+            dst[i] = byte(ip, 24 + i);
         }
     }
-    Some(seg)
+    Some((key, seq))
+}
+
+/// The TCP destination port (host order), for the watched-port test that
+/// comes before building the whole tuple.
+#[inline(always)]
+pub(crate) fn port(data: usize, end: usize, h: Headers, dest: bool) -> Option<u16> {
+    if h.l4 > MAX_L4_OFFSET {
+        return None;
+    }
+    let tcp = at(data, end, h.l4, 4)?;
+    Some(if dest { be16(tcp, 2) } else { be16(tcp, 0) })
 }

@@ -1,29 +1,47 @@
-//! TC classifiers (tcx links): SYN and RST at ingress, SYN-ACK at egress.
-//! They never change the packet's fate: every path returns `TC_ACT_UNSPEC`
-//! (tcx "next"), so other programs on the interface still run.
+//! TC classifiers (tcx links): SYNs at ingress open attempts, SYN-ACKs at
+//! egress are counted on them; neither writes to the ring (a superseded
+//! attempt aside). They never change the packet's fate: every path returns
+//! `TC_ACT_UNSPEC` (tcx "next"), so other programs on the interface still
+//! run.
 //!
 //! Fast path: parse to the TCP flags with direct packet access and return
-//! unless the flags are interesting; only then look the port up.
+//! unless they are those of a SYN (ingress) or SYN-ACK (egress); only then
+//! test the port (an inlined array lookup) and touch the attempt map.
+//!
+//! `_l3` variants are for devices without a link-layer header (tun,
+//! wireguard): the packet starts at the IP header.
 
 use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
-use connlog_common::{RawEvent, kind};
 
-use crate::emit::{emit, now, watched};
-use crate::packet::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, segment, tcp_flags};
+use crate::attempt;
+use crate::emit::{now, watched};
+use crate::packet::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, port, tcp_headers, tuple};
 
 /// `TC_ACT_UNSPEC`, tcx's `TCX_NEXT`.
 const NEXT: i32 = -1;
 
 #[classifier]
 pub fn connlog_tc_ingress(ctx: TcContext) -> i32 {
-    ingress(&ctx);
+    ingress::<true>(&ctx);
     NEXT
 }
 
 #[classifier]
 pub fn connlog_tc_egress(ctx: TcContext) -> i32 {
-    egress(&ctx);
+    egress::<true>(&ctx);
+    NEXT
+}
+
+#[classifier]
+pub fn connlog_tc_ingress_l3(ctx: TcContext) -> i32 {
+    ingress::<false>(&ctx);
+    NEXT
+}
+
+#[classifier]
+pub fn connlog_tc_egress_l3(ctx: TcContext) -> i32 {
+    egress::<false>(&ctx);
     NEXT
 }
 
@@ -34,55 +52,31 @@ pub fn connlog_tc_empty(_ctx: TcContext) -> i32 {
 }
 
 #[inline(always)]
-fn ingress(ctx: &TcContext) -> Option<()> {
+fn ingress<const ETH: bool>(ctx: &TcContext) -> Option<()> {
     let (data, end) = (ctx.data(), ctx.data_end());
-    let (flags, l4, family) = tcp_flags(data, end)?;
-    let kind = if flags & TCP_RST != 0 {
-        kind::RST_IN
-    } else if flags & (TCP_SYN | TCP_ACK | TCP_FIN) == TCP_SYN {
-        kind::SYN
-    } else {
-        return None;
-    };
-    let seg = segment(data, end, l4, family)?;
-    if !watched(seg.dport) {
+    let h = tcp_headers::<ETH>(data, end)?;
+    if h.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) != TCP_SYN {
         return None;
     }
-    emit(&RawEvent {
-        ts: now(),
-        client_addr: seg.saddr,
-        server_addr: seg.daddr,
-        client_port: seg.sport,
-        server_port: seg.dport,
-        family: seg.family,
-        kind,
-        seq: seg.seq,
-        ..RawEvent::default()
-    });
+    if !watched(port(data, end, h, true)?) {
+        return None;
+    }
+    let (key, isn) = tuple(data, end, h, true)?;
+    attempt::syn(&key, isn, now());
     Some(())
 }
 
 #[inline(always)]
-fn egress(ctx: &TcContext) -> Option<()> {
+fn egress<const ETH: bool>(ctx: &TcContext) -> Option<()> {
     let (data, end) = (ctx.data(), ctx.data_end());
-    let (flags, l4, family) = tcp_flags(data, end)?;
-    if flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN | TCP_ACK {
+    let h = tcp_headers::<ETH>(data, end)?;
+    if h.flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN | TCP_ACK {
         return None;
     }
-    let seg = segment(data, end, l4, family)?;
-    if !watched(seg.sport) {
+    if !watched(port(data, end, h, false)?) {
         return None;
     }
-    emit(&RawEvent {
-        ts: now(),
-        client_addr: seg.daddr,
-        server_addr: seg.saddr,
-        client_port: seg.dport,
-        server_port: seg.sport,
-        family: seg.family,
-        kind: kind::SYN_ACK,
-        seq: seg.seq,
-        ..RawEvent::default()
-    });
+    let (key, _) = tuple(data, end, h, false)?;
+    attempt::synack(&key);
     Some(())
 }

@@ -166,12 +166,31 @@ async fn run(args: Args) -> Result<()> {
         "dropped_queue_full": ExportStats::get(&stats.dropped_queue_full),
         "dropped_buffer_full": ExportStats::get(&stats.dropped_buffer_full),
         "batches_resent": ExportStats::get(&stats.batches_resent),
+        "batches_spooled": ExportStats::get(&stats.batches_spooled),
         "connect_failures": ExportStats::get(&stats.connect_failures),
         "elapsed_ms": start.elapsed().as_millis() as u64,
         "peak_rss_kib": peak_rss_kib(),
+        "cpu_ms": cpu_ms(),
     });
     println!("{line}");
     Ok(())
+}
+
+/// User + system CPU time of this process so far, ms (`/proc/self/stat`,
+/// in clock ticks of 10 ms).
+fn cpu_ms() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime
+            // are the 14th and 15th of the whole line.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = f.get(11)?.parse().ok()?;
+            let stime: u64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) * 10)
+        })
+        .unwrap_or(0)
 }
 
 /// VmHWM of this process, KiB.

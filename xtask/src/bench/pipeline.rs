@@ -3,7 +3,9 @@
 //! separate processes, loopback), beside the limit measured in the same
 //! run: the same records encoded to JSON by the collector's encoder in one
 //! tight loop. Then latency from record creation to written at a steady
-//! 10k records/s, and both processes' peak RSS.
+//! 10k records/s, and both processes' peak RSS. CPU time per record of
+//! both processes is printed too: on a shared machine it moves less than
+//! the rates.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -54,6 +56,12 @@ pub fn run() -> Result<()> {
         m.latency_count, m.p50, m.p99, m.max
     );
     println!(
+        "| CPU per record, throughput run: agent side (synth + joiner + exporter) / collector / limit | {:.2} µs / {:.2} µs / {:.2} µs |",
+        m.agent_cpu_us,
+        m.collector_cpu_us,
+        1e6 / m.limit
+    );
+    println!(
         "| agent side (synth + joiner + exporter) peak RSS, throughput run | {} MiB |",
         m.agent_rss_kib / 1024
     );
@@ -73,6 +81,8 @@ struct Measured {
     max: u64,
     agent_rss_kib: u64,
     collector_rss_kib: u64,
+    agent_cpu_us: f64,
+    collector_cpu_us: f64,
 }
 
 fn measure(bin: &Path, dir: &Path) -> Result<Measured> {
@@ -102,6 +112,7 @@ fn measure(bin: &Path, dir: &Path) -> Result<Measured> {
         ],
     )?;
     let collector_rss_kib = collector.peak_rss_kib();
+    let collector_cpu_ms = collector.cpu_ms();
     collector.stop()?;
     let acked = report["acked"].as_u64().unwrap_or(0);
     if acked != THROUGHPUT_RECORDS {
@@ -109,6 +120,9 @@ fn measure(bin: &Path, dir: &Path) -> Result<Measured> {
     }
     let secs = report["elapsed_ms"].as_f64().unwrap_or(1.0) / 1000.0;
     let end_to_end = acked as f64 / secs;
+    let per_record = |ms: u64| ms as f64 * 1000.0 / acked as f64;
+    let agent_cpu_us = per_record(report["cpu_ms"].as_u64().unwrap_or(0));
+    let collector_cpu_us = per_record(collector_cpu_ms);
     eprintln!("xtask: end to end {end_to_end:.0} records/s");
 
     // 3. Latency at a steady rate, seen by a live observer right after write.
@@ -168,6 +182,8 @@ fn measure(bin: &Path, dir: &Path) -> Result<Measured> {
         max: *lat.last().unwrap_or(&0),
         agent_rss_kib: report["peak_rss_kib"].as_u64().unwrap_or(0),
         collector_rss_kib,
+        agent_cpu_us,
+        collector_cpu_us,
     })
 }
 
@@ -242,6 +258,20 @@ impl Collector {
                 s.lines()
                     .find_map(|l| l.strip_prefix("VmHWM:"))
                     .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// User + system CPU time so far, ms (clock ticks of 10 ms).
+    fn cpu_ms(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1;
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let utime: u64 = f.get(11)?.parse().ok()?;
+                let stime: u64 = f.get(12)?.parse().ok()?;
+                Some((utime + stime) * 10)
             })
             .unwrap_or(0)
     }

@@ -4,9 +4,7 @@
 //! clients that produce every status from a client namespace, and prints
 //! a per-status table of the records the collector wrote.
 
-mod pki;
 mod report;
-mod scenarios;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +13,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use connlog_tests::agent::Agent;
+use connlog_tests::scenarios::setup::{HANDSHAKE_TIMEOUT, SYN_TIMEOUT, TLS_PORT};
+use connlog_tests::scenarios::{self, pki, setup as agent_setup};
 use connlog_tests::upstream::Upstream;
 use connlog_tests::{CollectorProcess, Pair};
 
@@ -22,12 +22,9 @@ use crate::{setup, shell};
 
 /// The demo's files stay here afterwards, for a look.
 const DEMO_DIR: &str = "/tmp/connlog-demo";
-const TLS_PORT: u16 = 443;
 const UPSTREAM_PORT: u16 = 8080;
 /// The collector listens on the server namespace's loopback.
 const COLLECTOR: &str = "127.0.0.1:4317";
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-const SYN_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn run() -> Result<()> {
     setup::run()?;
@@ -50,7 +47,7 @@ pub fn run() -> Result<()> {
         pair.server_v4,
         pair.server_v6
     );
-    drop_unanswered_rsts(&pair)?;
+    agent_setup::drop_unanswered_rsts(&pair)?;
     let clients = pki::write(&dir).context("writing the demo PKI")?;
     let upstream = Upstream::echo(
         &pair.server,
@@ -61,7 +58,13 @@ pub fn run() -> Result<()> {
         CollectorProcess::start_in(&pair.server, COLLECTOR.parse()?, &collector_sinks(&dir))
             .context("starting connlog-collector")?;
     println!("collector: {COLLECTOR} in the server namespace → {DEMO_DIR}/out");
-    let config = write_agent_config(&dir, &pair, upstream.addr)?;
+    let config = agent_setup::write_agent_config(
+        &dir,
+        &pair,
+        upstream.addr,
+        COLLECTOR.parse()?,
+        "demo-edge-1",
+    )?;
     let mut agent = Agent::start(Some(&pair.server), &config).context("starting connlog-agent")?;
     agent
         .wait_log("probe attached")
@@ -105,18 +108,6 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// In the client namespace: drop the RSTs the kernel would send for the
-/// raw SYNs that must stay unanswered.
-fn drop_unanswered_rsts(pair: &Pair) -> Result<()> {
-    let [p4, p6] = scenarios::UNANSWERED_PORTS;
-    let rules = format!(
-        "add table inet demo; \
-         add chain inet demo out {{ type filter hook output priority 0; }}; \
-         add rule inet demo out tcp sport {{ {p4}, {p6} }} tcp flags & rst == rst drop"
-    );
-    pair.client.exec(&["nft", &rules]).map(drop)
-}
-
 /// Three file sinks: JSON with every field (CloudFront's and connlog's),
 /// W3C with CloudFront's, Parquet with every field.
 fn collector_sinks(dir: &Path) -> String {
@@ -150,72 +141,3 @@ const ALL_FIELDS: &str = r#""eventTimestamp", "connectionId", "connectionStatus"
   "clientLeafCertIssuer", "clientLeafCertValidity", "connectionLogCustomData", "serverPort",
   "tcpHandshakeDuration", "synAckRetransmits", "tcpFailureDetail", "clientLeafCertSha256",
   "clientLeafCertSans", "agentId""#;
-
-fn write_agent_config(dir: &Path, pair: &Pair, upstream: SocketAddr) -> Result<PathBuf> {
-    std::fs::write(dir.join("function.js"), FUNCTION)?;
-    std::fs::write(
-        dir.join("revoked.json"),
-        format!(
-            "{{\"{}\": \"revoked by the demo\"}}\n",
-            pki::KVS_REVOKED_SERIAL_TEXT
-        ),
-    )?;
-    let config = format!(
-        r#"# connlog demo agent
-[agent]
-id = "demo-edge-1"
-
-[probe]
-syn_timeout = "{syn_timeout}ms"
-
-[export]
-endpoint = "http://{COLLECTOR}"
-batch_max_age_ms = 100
-
-[[listener]]
-distribution_id = "E2DX1SLDPK0123"
-bind = ["{v4}:{TLS_PORT}", "[{v6}]:{TLS_PORT}"]
-cert = "server.pem"
-key = "server.key"
-upstream = "{upstream}"
-handshake_timeout = "{timeout}ms"
-
-[listener.mtls]
-mode = "required"
-trust_store = "ca.pem"
-crl = ["root.crl"]
-
-[listener.connection_function]
-file = "function.js"
-kvs = "revoked.json"
-"#,
-        v4 = pair.server_v4,
-        v6 = pair.server_v6,
-        timeout = HANDSHAKE_TIMEOUT.as_millis(),
-        syn_timeout = SYN_TIMEOUT.as_millis(),
-    );
-    let path = dir.join("agent.toml");
-    std::fs::write(&path, config)?;
-    Ok(path)
-}
-
-/// A CloudFront-style connection function: revocation by KVS lookup of
-/// the serial, and a deliberate failure for one client.
-const FUNCTION: &str = r#"import cf from 'cloudfront';
-
-const kvs = cf.kvs();
-
-async function connectionHandler(connection) {
-  const leaf = connection.clientCertificate.certificates.leaf;
-  if (leaf.subject.includes('CN=boom.client.test')) {
-    throw new Error('demo: this function fails for boom.client.test');
-  }
-  if (await kvs.exists(leaf.serialNumber)) {
-    connection.logCustomData('REVOKED:' + leaf.serialNumber);
-    connection.deny();
-    return;
-  }
-  connection.logCustomData('OK:' + leaf.serialNumber);
-  connection.allow();
-}
-"#;

@@ -1,19 +1,19 @@
-//! The demo's PKI: one trusted root, one stranger, and a client
-//! certificate for every certificate status the demo shows.
+//! The scenarios' PKI: one trusted root, one stranger, and a client
+//! certificate for every certificate status.
 
 use std::path::Path;
 
+use crate::pki::{self, Ca, Leaf, LeafSpec};
 use anyhow::Result;
-use connlog_tests::pki::{self, Ca, Leaf, LeafSpec};
 use rcgen::{DnType, ExtendedKeyUsagePurpose};
 
-/// Serial the demo CRL revokes (`ClientCertRejected`).
+/// Serial the CRL revokes (`ClientCertRejected`).
 pub const CRL_REVOKED_SERIAL: [u8; 2] = [0x66, 0x01];
 /// Serial the connection function's KVS lists (`ConnectionFunctionDenied`).
 pub const KVS_REVOKED_SERIAL: [u8; 2] = [0x0b, 0xad];
 /// The same serial as SPEC.md writes it (the function sees this form).
 pub const KVS_REVOKED_SERIAL_TEXT: &str = "0b:ad";
-/// Common name the demo function throws on (`ConnectionFunctionError`).
+/// Common name the connection function throws on (`ConnectionFunctionError`).
 pub const FUNCTION_THROWS_CN: &str = "boom.client.test";
 
 /// Client certificates, one per status.
@@ -35,7 +35,7 @@ pub struct Clients {
 /// Writes `server.pem`, `server.key`, `ca.pem`, `root.crl` into `dir` and
 /// returns the client certificates.
 pub fn write(dir: &Path) -> Result<Clients> {
-    let root = Ca::root("connlog demo root")?;
+    let root = Ca::root("connlog scenarios root")?;
     pki::write_server_files(dir, &root)?;
     let crl = root.crl(&[&CRL_REVOKED_SERIAL])?;
     pki::write(dir, "root.crl", &pki::pem("X509 CRL", &[&crl]))?;

@@ -1,0 +1,101 @@
+//! Per-attempt state between a SYN and its outcome, in the `ATTEMPTS` LRU
+//! map, so that a connection that completes costs one ring event
+//! (ESTABLISHED, carrying its SYN time and SYN-ACK count) and failures one
+//! each. Timeouts are found by the agent, which sweeps the map.
+
+use aya_ebpf::bindings::BPF_NOEXIST;
+use connlog_common::{Attempt, AttemptKey, RawEvent, count, kind};
+
+use crate::emit::{ATTEMPTS, emit};
+
+/// A SYN arrived (TC ingress). The same ISN again is a retransmission of a
+/// known attempt, pending or closed: nothing changes. A new ISN starts a new
+/// attempt; if the old one was still pending it is reported as superseded.
+#[inline(always)]
+pub(crate) fn syn(key: &AttemptKey, isn: u32, at: u64) {
+    let fresh = Attempt {
+        syn_at: at,
+        closed_at: 0,
+        isn,
+        synacks: 0,
+    };
+    if let Some(a) = ATTEMPTS.get_ptr_mut(key) {
+        // SAFETY: a pointer to a live map value; concurrent writers of one
+        // tuple are the packets of one flow, serialized in practice, and a
+        // torn value only skews one attempt's report.
+        let a = unsafe { &mut *a };
+        if a.isn == isn {
+            return;
+        }
+        if a.closed_at == 0 {
+            emit(&event(key, a, kind::SUPERSEDED, at));
+        }
+        *a = fresh;
+        return;
+    }
+    if ATTEMPTS.insert(key, fresh, BPF_NOEXIST.into()).is_ok() {
+        crate::emit::count(count::INSERTED);
+    }
+}
+
+/// A SYN-ACK left (TC egress).
+#[inline(always)]
+pub(crate) fn synack(key: &AttemptKey) {
+    if let Some(a) = ATTEMPTS.get_ptr_mut(key) {
+        // SAFETY: as in `syn`.
+        unsafe { (*a).synacks = (*a).synacks.saturating_add(1) };
+    }
+}
+
+/// The attempt failed (`kind`): reported once, if it is pending; it stays
+/// in the map, closed.
+#[inline(always)]
+pub(crate) fn fail(key: &AttemptKey, kind: u8, at: u64, reason: u32) {
+    let Some(a) = ATTEMPTS.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: as in `syn`.
+    let a = unsafe { &mut *a };
+    if a.closed_at != 0 {
+        return;
+    }
+    a.closed_at = at;
+    let mut ev = event(key, a, kind, at);
+    ev.reason = reason;
+    emit(&ev);
+}
+
+/// The attempt reached ESTABLISHED: its event, with what is known of it;
+/// the entry is removed.
+#[inline(always)]
+pub(crate) fn established(key: &AttemptKey, at: u64, cookie: u64) {
+    let mut ev = RawEvent {
+        ts: at,
+        cookie,
+        tuple: *key,
+        kind: kind::ESTABLISHED,
+        ..RawEvent::default()
+    };
+    if let Some(a) = ATTEMPTS.get_ptr(key) {
+        // SAFETY: as in `syn`.
+        let a = unsafe { *a };
+        ev.syn_at = a.syn_at;
+        ev.synacks = a.synacks;
+        if ATTEMPTS.remove(key).is_ok() {
+            crate::emit::count(count::REMOVED);
+        }
+    }
+    emit(&ev);
+}
+
+#[inline(always)]
+fn event(key: &AttemptKey, a: &Attempt, kind: u8, at: u64) -> RawEvent {
+    RawEvent {
+        ts: at,
+        syn_at: a.syn_at,
+        tuple: *key,
+        kind,
+        synacks: a.synacks,
+        ..RawEvent::default()
+    }
+}

@@ -1,0 +1,126 @@
+//! `[metrics] listen`: the agent's counters over plain HTTP in Prometheus'
+//! text format, read with an independent client (Python's urllib) after a
+//! known set of connections.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use connlog_tests::agent::Agent;
+use connlog_tests::pki::{self, Ca, LeafSpec};
+use connlog_tests::tlsclient::{self, ClientSpec};
+use connlog_tests::tlsfixture::client_refused;
+use connlog_tests::{Netns, Pair, TempDir};
+
+const PORT: u16 = 8443;
+const METRICS: &str = "127.0.0.1:9464";
+
+/// `GET path` with urllib inside `ns`: (status code, body).
+fn get(ns: &Netns, path: &str) -> Result<(u16, String)> {
+    let script = format!(
+        "import urllib.request, urllib.error\n\
+         try:\n    r = urllib.request.urlopen('http://{METRICS}{path}', timeout=5)\n    \
+         print(r.status); print(r.headers.get('Content-Type')); print(r.read().decode(), end='')\n\
+         except urllib.error.HTTPError as e:\n    print(e.code); print(e.headers.get('Content-Type'))\n"
+    );
+    let out = ns.exec(&["python3", "-c", &script])?;
+    let text = String::from_utf8(out.stdout)?;
+    let mut lines = text.splitn(3, '\n');
+    let code = lines.next().context("status")?.trim().parse()?;
+    let content_type = lines.next().context("content type")?;
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    Ok((code, lines.next().unwrap_or_default().to_string()))
+}
+
+/// Sample lines as `name{labels}` → value.
+fn samples(body: &str) -> Result<BTreeMap<String, u64>> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').context("sample line")?;
+            Ok((name.to_string(), value.parse()?))
+        })
+        .collect()
+}
+
+#[test]
+fn counters_after_known_connections() -> Result<()> {
+    let pair = Pair::new("metrics")?;
+    let dir = TempDir::new("metrics")?;
+    let root = Ca::root("metrics root")?;
+    pki::write_server_files(dir.path(), &root)?;
+    let config = format!(
+        "[probe]\nsyn_timeout = \"2s\"\n[metrics]\nlisten = \"{METRICS}\"\n\
+         [[listener]]\ndistribution_id = \"E1\"\nbind = [\"{}:{PORT}\"]\n\
+         cert = \"server.pem\"\nkey = \"server.key\"\n\
+         [listener.mtls]\nmode = \"required\"\ntrust_store = \"ca.pem\"\n",
+        pair.server_v4
+    );
+    let path = pki::write(dir.path(), "agent.toml", &config)?;
+    let agent = Agent::start(Some(&pair.server), &path)?;
+    agent.wait_log("probe attached")?;
+
+    let addr = format!("{}:{PORT}", pair.server_v4).parse()?;
+    let good = root.leaf(&LeafSpec::default())?;
+    let stranger = Ca::root("other root")?.leaf(&LeafSpec::default())?;
+    for _ in 0..2 {
+        tlsclient::handshake(pair.client.connect(addr)?, &ClientSpec::with_leaf(&good))?;
+    }
+    assert!(client_refused(tlsclient::handshake(
+        pair.client.connect(addr)?,
+        &ClientSpec::with_leaf(&stranger),
+    )));
+
+    // Records reach the exporter once joined with their kernel half.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let (code, body) = get(&pair.server, "/metrics")?;
+        assert_eq!(code, 200);
+        let m = samples(&body)?;
+        if m.get("connlog_export_records_in_total") == Some(&3) {
+            break m;
+        }
+        if Instant::now() > deadline {
+            bail!("records never counted:\n{body}\nlog:\n{}", agent.stderr());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let want = [
+        ("connlog_records_total{status=\"Success\"}", 2),
+        (
+            "connlog_records_total{status=\"Failed:ClientCertUntrusted\"}",
+            1,
+        ),
+        ("connlog_tls_accepted_total", 3),
+        ("connlog_tls_outcomes_dropped_total", 0),
+        ("connlog_join_joined_total", 3),
+        ("connlog_join_overflow_emitted_total", 0),
+        ("connlog_join_overflow_kernel_dropped_total", 0),
+        ("connlog_probe_ring_full_total", 0),
+        ("connlog_probe_channel_full_total", 0),
+        ("connlog_probe_table_full_total", 0),
+        ("connlog_export_records_in_total", 3),
+        ("connlog_export_records_acked_total", 0),
+        ("connlog_export_dropped_queue_full_total", 0),
+        ("connlog_export_dropped_buffer_full_total", 0),
+        ("connlog_export_batches_spooled_total", 0),
+    ];
+    for (name, value) in want {
+        assert_eq!(m.get(name), Some(&value), "{name}: {m:?}");
+    }
+    assert_eq!(
+        m.keys()
+            .filter(|k| k.starts_with("connlog_records_total"))
+            .count(),
+        2,
+        "{m:?}"
+    );
+    // No connection function configured: no function counters.
+    assert!(
+        !m.keys().any(|k| k.starts_with("connlog_function_")),
+        "{m:?}"
+    );
+
+    assert_eq!(get(&pair.server, "/")?.0, 404);
+    Ok(())
+}
