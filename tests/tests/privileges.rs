@@ -157,7 +157,10 @@ fn probe_on_no_capability_left_and_new_interfaces_are_attached() -> Result<()> {
     let path = config(&dir, &root, "[probe]\nsyn_timeout = \"2s\"\n")?;
     let mut agent = Agent::start(Some(&server), &path)?;
     agent.wait_log("probe attached")?;
-    assert_unprivileged(&agent, &["connlog-agent", "tokio-rt-worker", "connfn-"])?;
+    assert_unprivileged(
+        &agent,
+        &["connlog-agent", "tokio-rt-worker", "connfn-", "probe-sweep"],
+    )?;
     // Only loopback was up at start.
     let at_start = tc_links(agent.pid())?;
     assert_eq!(at_start.keys().copied().collect::<Vec<_>>(), [1]);

@@ -12,7 +12,7 @@ use connlog_common::{Attempt, AttemptKey, names};
 
 use super::btf::Btf;
 use super::kernel::{self, KernelFacts};
-use super::{ProbeError, checks};
+use super::{ProbeError, checks, link};
 use crate::config::ProbeConfig;
 
 /// The object built by `build.rs` (aya-build → OUT_DIR/connlog-ebpf).
@@ -28,13 +28,13 @@ const TRACEPOINTS: [(&str, &str); 4] = [
 ];
 pub(crate) const TC_INGRESS: &str = "connlog_tc_ingress";
 pub(crate) const TC_EGRESS: &str = "connlog_tc_egress";
-/// For devices without a link-layer header (tun, wireguard).
-#[cfg(test)]
+/// For devices without a link-layer header (tun, wireguard): attached in
+/// place of the two above on those interfaces.
 pub(crate) const TC_INGRESS_L3: &str = "connlog_tc_ingress_l3";
-#[cfg(test)]
 pub(crate) const TC_EGRESS_L3: &str = "connlog_tc_egress_l3";
 /// Does nothing: attached only for benchmarks (`attach_empty_classifier`).
 pub(crate) const TC_EMPTY: &str = "connlog_tc_empty";
+pub(crate) const TC_EMPTY_EGRESS: &str = "connlog_tc_empty_egress";
 
 /// TC programs and the directions each is attached in, on every interface.
 type TcPrograms = Vec<(&'static str, &'static [TcAttachType])>;
@@ -163,9 +163,13 @@ pub(crate) fn load(
         (TC_EGRESS, &[TcAttachType::Egress][..]),
     ];
     if config.attach_empty_classifier {
-        tc.push((TC_EMPTY, &[TcAttachType::Ingress, TcAttachType::Egress][..]));
+        tc.push((TC_EMPTY, &[TcAttachType::Ingress][..]));
+        tc.push((TC_EMPTY_EGRESS, &[TcAttachType::Egress][..]));
     }
-    for &(program, _) in &tc {
+    // The L3 variants are loaded now too: an L3 interface may appear after
+    // the agent dropped the privileges loading needs.
+    let variants = [TC_INGRESS_L3, TC_EGRESS_L3];
+    for program in tc.iter().map(|&(p, _)| p).chain(variants) {
         let prog = classifier(&mut ebpf, program, "loading")?;
         prog.load().map_err(|source| ProbeError::Program {
             what: format!("loading {program}"),
@@ -181,6 +185,16 @@ pub(crate) fn load(
         loaded.attach(iface)?;
     }
     Ok((loaded, facts))
+}
+
+/// The program attached in place of `program` on an interface without a
+/// link-layer header.
+fn l3_variant(program: &'static str) -> &'static str {
+    match program {
+        TC_INGRESS => TC_INGRESS_L3,
+        TC_EGRESS => TC_EGRESS_L3,
+        other => other,
+    }
 }
 
 fn classifier<'a>(
@@ -221,7 +235,13 @@ impl Loaded {
         }
         let mut links = Vec::new();
         let mut failed = None;
+        let ethernet = link::has_ethernet_header(iface);
         'programs: for &(program, dirs) in &self.tc {
+            let program = if ethernet {
+                program
+            } else {
+                l3_variant(program)
+            };
             let prog = classifier(&mut self.ebpf, program, "attaching")?;
             for &dir in dirs {
                 match prog.attach(iface, dir) {

@@ -12,6 +12,7 @@ mod decode;
 mod event;
 mod hotplug;
 mod kernel;
+mod link;
 mod loader;
 mod netlink;
 mod reader;

@@ -45,9 +45,15 @@ pub fn connlog_tc_egress_l3(ctx: TcContext) -> i32 {
     NEXT
 }
 
-/// An empty classifier: the floor for `cargo xtask bench kernel`.
+/// Empty classifiers, one per direction: the floors for `cargo xtask bench
+/// kernel` (ingress and egress runs do not cost the same).
 #[classifier]
 pub fn connlog_tc_empty(_ctx: TcContext) -> i32 {
+    NEXT
+}
+
+#[classifier]
+pub fn connlog_tc_empty_egress(_ctx: TcContext) -> i32 {
     NEXT
 }
 

@@ -2,17 +2,20 @@
 //! in one run on loopback inside a throwaway namespace.
 //!
 //! - TCP connect+accept rate with the agent's programs attached vs detached:
-//!   interleaved rounds (the order alternates), medians.
-//! - Each program's average run time from the kernel's own accounting
+//!   interleaved rounds (the order alternates), medians, with the probe as
+//!   deployed (bpf stats off, no empty classifiers).
+//! - Then, in separate attached rounds, each program's average run time from
+//!   the kernel's own accounting
 //!   (`kernel.bpf_stats_enabled=1`, read from the agent's fdinfo), next to an
-//!   empty classifier attached in the same agent on the same interface: the
-//!   floor of the measurement on this machine.
+//!   empty classifier attached in the same agent on the same interface and
+//!   direction (`connlog_tc_empty` at ingress, `connlog_tc_empty_egress` at
+//!   egress): the floor of the measurement on this machine.
 //!
-//! The run times are reported per phase: the connect+accept loop, where
-//! three of every four packets are a SYN, SYN-ACK or RST the probe reports
-//! (its worst case), and a bulk transfer over the watched port (MTU 1500,
-//! one segment per packet), where almost every packet takes the early-return
-//! path, as ordinary traffic does.
+//! The run times are reported per phase: the connect+accept loop, where one
+//! packet in four is a SYN (ingress: opens an attempt in the kernel's table)
+//! or a SYN-ACK (egress: counted on it), the probe's worst case, and a bulk
+//! transfer over the watched port (MTU 1500, one segment per packet), where
+//! every packet takes the early-return path, as ordinary traffic does.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -28,6 +31,8 @@ use crate::shell;
 
 const PORT: u16 = 9443;
 const ROUNDS: usize = 5;
+/// Attached rounds with bpf stats and the empty classifiers, for run times.
+const STATS_ROUNDS: usize = 2;
 const RUN: Duration = Duration::from_secs(1);
 const BULK_BYTES: usize = 64 << 20;
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
@@ -52,7 +57,6 @@ pub fn run() -> Result<()> {
         "connlog-agent",
     ]))?;
     let previous = std::fs::read_to_string(STATS_SYSCTL).context("reading bpf_stats_enabled")?;
-    std::fs::write(STATS_SYSCTL, "1").context("enabling bpf stats (root needed)")?;
     let result = measure();
     let _ = std::fs::write(STATS_SYSCTL, previous.trim());
     let (detached, attached, programs) = result?;
@@ -60,6 +64,9 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+/// The rates first, with the probe as deployed: no bpf stats (they add two
+/// clock reads to every program run) and no empty classifiers. Then
+/// [`STATS_ROUNDS`] attached rounds with both, for the run times.
 fn measure() -> Result<(Vec<f64>, Vec<f64>, Phases)> {
     let ns = Netns::new("bench-k")?;
     ns.exec(&[
@@ -73,36 +80,30 @@ fn measure() -> Result<(Vec<f64>, Vec<f64>, Phases)> {
         "1",
     ])?;
     let dir = TempDir::new("bench-k")?;
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[probe]\nports = [{PORT}]\ninterfaces = [\"lo\"]\nattach_empty_classifier = true\n"
-        ),
-    )?;
+    let config = |name: &str, empty: bool| -> Result<std::path::PathBuf> {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[probe]\nports = [{PORT}]\ninterfaces = [\"lo\"]\nattach_empty_classifier = {empty}\n"
+            ),
+        )?;
+        Ok(path)
+    };
+    let deployed = config("agent.toml", false)?;
+    let measured = config("agent-stats.toml", true)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], PORT));
     let listener = ns.listen(addr)?;
+    std::fs::write(STATS_SYSCTL, "0").context("disabling bpf stats (root needed)")?;
     let (mut detached, mut attached) = (Vec::new(), Vec::new());
-    let mut programs = Phases::default();
     for round in 0..ROUNDS {
         for with_probe in [round % 2 == 0, round % 2 != 0] {
             if !with_probe {
                 detached.push(workload(&ns, &listener, addr, None)?.0);
                 continue;
             }
-            let agent = ReleaseAgent::start(&ns, &config, dir.path())?;
-            let (rate, phases) = workload(&ns, &listener, addr, Some(agent.pid()))?;
-            attached.push(rate);
-            for (sum, phase) in [
-                (&mut programs.connect, phases.connect),
-                (&mut programs.bulk, phases.bulk),
-            ] {
-                for (name, (time, count)) in phase {
-                    let entry = sum.entry(name).or_default();
-                    entry.0 += time;
-                    entry.1 += count;
-                }
-            }
+            let agent = ReleaseAgent::start(&ns, &deployed, dir.path())?;
+            attached.push(workload(&ns, &listener, addr, None)?.0);
             agent.stop()?;
         }
         eprintln!(
@@ -111,6 +112,24 @@ fn measure() -> Result<(Vec<f64>, Vec<f64>, Phases)> {
             detached[round],
             attached[round]
         );
+    }
+    std::fs::write(STATS_SYSCTL, "1").context("enabling bpf stats (root needed)")?;
+    let mut programs = Phases::default();
+    for round in 0..STATS_ROUNDS {
+        let agent = ReleaseAgent::start(&ns, &measured, dir.path())?;
+        let (_, phases) = workload(&ns, &listener, addr, Some(agent.pid()))?;
+        for (sum, phase) in [
+            (&mut programs.connect, phases.connect),
+            (&mut programs.bulk, phases.bulk),
+        ] {
+            for (name, (time, count)) in phase {
+                let entry = sum.entry(name).or_default();
+                entry.0 += time;
+                entry.1 += count;
+            }
+        }
+        agent.stop()?;
+        eprintln!("xtask: run-time round {}/{STATS_ROUNDS}", round + 1);
     }
     Ok((detached, attached, programs))
 }
@@ -232,7 +251,7 @@ fn print_table(detached: &[f64], attached: &[f64], programs: &Phases) {
     let (d, a) = (median(detached), median(attached));
     println!(
         "\nkernel probe on loopback: {ROUNDS} interleaved rounds of {}s connect+accept \
-         + {} MiB bulk, medians",
+         + {} MiB bulk, medians (bpf stats off)",
         RUN.as_secs(),
         BULK_BYTES >> 20
     );
@@ -254,11 +273,21 @@ fn print_table(detached: &[f64], attached: &[f64], programs: &Phases) {
             time as f64 / count as f64
         }
     };
-    let floor = |stats: &ProgramStats| stats.get("connlog_tc_empty").copied().map_or(0.0, avg);
-    let (f_connect, f_bulk) = (floor(&programs.connect), floor(&programs.bulk));
+    // Each TC program is compared with the empty classifier of its own
+    // direction: ingress and egress runs do not cost the same.
+    let floor = |stats: &ProgramStats, program: &str| {
+        let empty = if program.contains("egress") {
+            "connlog_tc_empty_egress"
+        } else {
+            "connlog_tc_empty"
+        };
+        stats.get(empty).copied().map_or(0.0, avg)
+    };
     println!(
         "\n{:<24} {:>27} {:>27}",
-        "avg ns/run (bpf_stats)", "connect+accept phase", "bulk phase"
+        format!("avg ns/run, {STATS_ROUNDS} rounds"),
+        "connect+accept phase",
+        "bulk phase"
     );
     println!(
         "{:<24} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7}",
@@ -273,13 +302,17 @@ fn print_table(detached: &[f64], attached: &[f64], programs: &Phases) {
     };
     for (name, &connect) in &programs.connect {
         let bulk = programs.bulk.get(name).copied().unwrap_or_default();
+        if connect.1 == 0 && bulk.1 == 0 {
+            // Loaded, never attached here (the L3 variants on loopback).
+            continue;
+        }
         let (nc, nb) = (avg(connect), avg(bulk));
         println!(
             "{name:<24} {:>9} {nc:>9.1} {:>7} {:>9} {nb:>9.1} {:>7}",
             connect.1,
-            ratio(name, nc, f_connect),
+            ratio(name, nc, floor(&programs.connect, name)),
             bulk.1,
-            ratio(name, nb, f_bulk)
+            ratio(name, nb, floor(&programs.bulk, name))
         );
     }
 }
