@@ -47,6 +47,32 @@ fn connect_v6_gives_one_established_with_the_accepted_cookie() -> Result<()> {
     established("pr-est6", true)
 }
 
+/// A dual-stack listener (`[::]`) accepting IPv4: the child socket is
+/// AF_INET6 with v4-mapped addresses, the packets are IPv4; the kernel's
+/// attempt key is the same for both, so the SYN time is the SYN's.
+#[test]
+fn ipv4_on_a_dual_stack_listener_keeps_its_syn_time() -> Result<()> {
+    let fx = ProbeFixture::start("pr-dual", "3s", "")?;
+    let any = std::net::SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), PORT);
+    let listener = fx.pair.server.listen(any)?;
+    let client = fx.connect(false, PORT)?;
+    let (accepted, _) = listener.accept()?;
+    assert!(accepted.local_addr()?.is_ipv6(), "v4-mapped child");
+    let evs = fx.exactly(1, WITHIN, QUIET)?;
+    let ev = &evs[0];
+    assert_eq!(ev["event"], "established", "{ev}");
+    assert_eq!(
+        tuple(ev),
+        (
+            shown(client.local_addr()?),
+            shown(fx.server_addr(false, PORT))
+        )
+    );
+    assert_eq!(u64_of(ev, "cookie"), cookie(&accepted)?);
+    assert!(u64_of(ev, "syn_at") < u64_of(ev, "established_at"), "{ev}");
+    Ok(())
+}
+
 /// Test 2 / 6: the client's final ACK never arrives.
 fn syn_ack_unanswered(tag: &str, v6: bool) -> Result<()> {
     let fx = ProbeFixture::start(tag, "1500ms", "")?;
