@@ -15,7 +15,7 @@ use connlog_agent::{LoadedProbe, Probe, print_json_line};
 use connlog_agent::{metrics, privileges};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// How long open connections may take to finish after SIGTERM.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
@@ -67,6 +67,7 @@ fn run(args: Args) -> Result<()> {
     privileges::drop_all().context("dropping privileges")?;
     // Read with the rights a SIGHUP reload has.
     let terminator = Arc::new(Terminator::load(&config.listeners).context("loading TLS files")?);
+    raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -187,6 +188,26 @@ async fn serve(
         "exporter stopped"
     );
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard limit: every connection
+/// holds one descriptor (two while proxied), and the usual soft default of
+/// 1024 would refuse connections (`accept` → EMFILE) long before an edge
+/// host runs out of memory.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current >= limit.maximum {
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => info!(from = ?limit.current, to = ?limit.maximum, "raised the open-file limit"),
+        Err(e) => warn!(error = %e, limit = ?limit.current, "could not raise the open-file limit"),
+    }
 }
 
 /// Loads and attaches the kernel probe on the listeners' ports (plus

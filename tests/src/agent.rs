@@ -23,10 +23,27 @@ impl Agent {
     /// waits until it says it is ready.
     pub fn start(ns: Option<&Netns>, config: &Path) -> Result<Self> {
         let bin = bin_path("connlog-agent");
-        let mut cmd = match ns {
+        let cmd = match ns {
             Some(ns) => ns.command(&bin),
             None => Command::new(&bin),
         };
+        Self::spawn(cmd, config)
+    }
+
+    /// Like [`Agent::start`] inside `ns`, but the agent starts with a soft
+    /// open-file limit of `soft` (hard limit unchanged), as under a default
+    /// systemd or login session.
+    pub fn start_with_nofile_soft(ns: &Netns, config: &Path, soft: u64) -> Result<Self> {
+        let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .maximum
+            .context("unlimited hard open-file limit")?;
+        let mut cmd = ns.command("prlimit");
+        cmd.arg(format!("--nofile={soft}:{hard}"))
+            .arg(bin_path("connlog-agent"));
+        Self::spawn(cmd, config)
+    }
+
+    fn spawn(mut cmd: Command, config: &Path) -> Result<Self> {
         cmd.arg("--config").arg(config).arg("--print-events");
         cmd.env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -160,6 +177,20 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The agent's (soft, hard) open-file limits, from /proc.
+    pub fn nofile_limits(&self) -> Result<(u64, u64)> {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.child.id()))?;
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .context("no open-file limit")?;
+        let mut nums = line.split_whitespace().filter_map(|w| w.parse().ok());
+        Ok((
+            nums.next().context("soft limit")?,
+            nums.next().context("hard limit")?,
+        ))
     }
 
     /// Resident set size in KiB (from /proc).

@@ -57,6 +57,21 @@ impl TlsFixture {
         spec: ListenerSpec,
         prepare: impl FnOnce(&TlsFixture0) -> Result<()>,
     ) -> Result<Self> {
+        Self::start_inner(tag, spec, prepare, None)
+    }
+
+    /// Like [`TlsFixture::start`], with the agent started under a soft
+    /// open-file limit of `soft`.
+    pub fn start_with_nofile_soft(tag: &str, spec: ListenerSpec, soft: u64) -> Result<Self> {
+        Self::start_inner(tag, spec, |_| Ok(()), Some(soft))
+    }
+
+    fn start_inner(
+        tag: &str,
+        spec: ListenerSpec,
+        prepare: impl FnOnce(&TlsFixture0) -> Result<()>,
+        nofile_soft: Option<u64>,
+    ) -> Result<Self> {
         let pair = Pair::new(tag)?;
         let dir = TempDir::new(tag)?;
         let root = Ca::root("connlog test root")?;
@@ -77,7 +92,10 @@ impl TlsFixture {
             pair.server_v4, pair.server_v6, spec.extra, spec.mtls
         );
         let path = pki::write(f0.dir.path(), "agent.toml", &config)?;
-        let agent = Agent::start(Some(&pair.server), &path)?;
+        let agent = match nofile_soft {
+            Some(soft) => Agent::start_with_nofile_soft(&pair.server, &path, soft)?,
+            None => Agent::start(Some(&pair.server), &path)?,
+        };
         Ok(Self {
             agent,
             root: f0.root,

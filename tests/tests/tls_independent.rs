@@ -106,7 +106,7 @@ fn openssl_s_client_success_expired_and_tls10() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(ev["tls_protocol"], "TLSv1.3");
-    assert_eq!(ev["tls_cipher"], "TLS_AES_256_GCM_SHA384");
+    assert_eq!(ev["tls_cipher"], "TLS_AES_128_GCM_SHA256");
     assert_leaf(&ev, &good, "CN=connlog test root");
 
     let expired = fx.root.leaf(&LeafSpec {

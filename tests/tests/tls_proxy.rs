@@ -66,7 +66,7 @@ fn proxy_v2_header_carries_every_tlv() -> Result<()> {
             vec![
                 (0x21, b"TLSv1.3".to_vec()),
                 (0x22, b"client.test".to_vec()),
-                (0x23, b"TLS_AES_256_GCM_SHA384".to_vec()),
+                (0x23, b"TLS_AES_128_GCM_SHA256".to_vec()),
             ]
         );
     }

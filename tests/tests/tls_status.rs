@@ -64,7 +64,7 @@ fn success_required_v4_has_every_field() -> Result<()> {
     assert_eq!(ev["tuple"]["server"], fx.addr(false).to_string());
     assert_eq!(ev["sni"], "edge.test");
     assert_eq!(ev["tls_protocol"], "TLSv1.3");
-    assert_eq!(ev["tls_cipher"], "TLS_AES_256_GCM_SHA384");
+    assert_eq!(ev["tls_cipher"], "TLS_AES_128_GCM_SHA256");
     assert!(ev["cookie"].as_u64().is_some_and(|c| c > 0), "{ev}");
     assert!(
         ev["handshake_ms"].as_u64().is_some_and(|ms| ms < 5_000),
@@ -102,7 +102,7 @@ fn success_required_v6_and_tls12() -> Result<()> {
     let ev = fx.agent.event()?;
     assert_eq!(status(&ev), "Success", "{ev}");
     assert_eq!(ev["tls_protocol"], "TLSv1.2");
-    assert_eq!(ev["tls_cipher"], "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384");
+    assert_eq!(ev["tls_cipher"], "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256");
     Ok(())
 }
 
@@ -162,7 +162,7 @@ fn untrusted_issuer() -> Result<()> {
     let ev = refused_with(&fx, &leaf, "Failed:ClientCertUntrusted")?;
     assert_cert(&ev, &leaf.der, SERIAL, SUBJECT, "CN=other root", VALIDITY);
     assert_eq!(ev["tls_protocol"], "TLSv1.3");
-    assert_eq!(ev["tls_cipher"], "TLS_AES_256_GCM_SHA384");
+    assert_eq!(ev["tls_cipher"], "TLS_AES_128_GCM_SHA256");
     Ok(())
 }
 

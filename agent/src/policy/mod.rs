@@ -4,6 +4,7 @@
 //! captures the presented chain so failure records carry the certificate.
 
 mod access;
+mod cache;
 mod checks;
 
 use std::sync::{Arc, Mutex};
@@ -18,8 +19,10 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::*;
 
-use crate::FailureCode;
 use crate::config::{MtlsConfig, MtlsMode};
+use crate::{ClientCertInfo, FailureCode};
+
+use cache::PathCache;
 
 /// The policy of one listener, shared by its connections. Built at start
 /// and on every reload.
@@ -32,6 +35,8 @@ pub(crate) struct Policy {
     anchor_subjects: Vec<Vec<u8>>,
     hints: Vec<DistinguishedName>,
     provider: Arc<CryptoProvider>,
+    /// webpki's verdicts on chains seen before.
+    paths: PathCache,
 }
 
 /// What the verifier saw on one connection.
@@ -41,6 +46,9 @@ pub(crate) struct Capture {
     pub(crate) chain: Vec<Vec<u8>>,
     /// The policy's verdict, when it refused the chain.
     pub(crate) code: Option<FailureCode>,
+    /// The leaf's record fields, when it parsed (from the policy's own
+    /// parse, so the terminator need not parse it again).
+    pub(crate) cert: Option<ClientCertInfo>,
 }
 
 /// The error carried inside `CertificateError::Other` for codes rustls has
@@ -87,49 +95,88 @@ impl Policy {
             anchor_subjects,
             hints,
             provider,
+            paths: PathCache::default(),
         })
     }
 
-    /// Every check in SPEC.md's precedence; the first code that applies.
-    fn judge(&self, chain: &[&[u8]], now: UnixTime) -> Option<FailureCode> {
+    /// Every check in SPEC.md's precedence; the first code that applies,
+    /// and the leaf's fields when it parses.
+    fn judge(
+        &self,
+        chain: &[&[u8]],
+        now: UnixTime,
+    ) -> (Option<FailureCode>, Option<ClientCertInfo>) {
         let mtls = &self.mtls;
         if chain.len() > mtls.max_chain_depth {
-            return Some(FailureCode::ClientCertMaxChainDepthExceeded);
+            let leaf = crate::certinfo::from_der(chain[0]);
+            return (Some(FailureCode::ClientCertMaxChainDepthExceeded), leaf);
         }
         let mut codes: Vec<FailureCode> = Vec::new();
         codes.extend(checks::size(chain, mtls.max_cert_size));
         let mut parsed = Vec::with_capacity(chain.len());
-        for der in chain {
+        let mut leaf = None;
+        for (i, der) in chain.iter().enumerate() {
             match X509Certificate::from_der(der) {
-                Ok((_, cert)) => parsed.push(cert),
+                Ok((_, cert)) => {
+                    if i == 0 {
+                        leaf = Some(crate::certinfo::from_parsed(&cert, der));
+                    }
+                    parsed.push(cert);
+                }
                 Err(_) => codes.push(FailureCode::ClientCertInvalid),
             }
         }
         if parsed.len() != chain.len() {
-            return codes.into_iter().min();
+            return (codes.into_iter().min(), leaf);
         }
+        (self.judge_parsed(chain, &parsed, codes, now), leaf)
+    }
+
+    /// The checks that need every certificate parsed; `codes` holds what
+    /// was found so far.
+    fn judge_parsed(
+        &self,
+        chain: &[&[u8]],
+        parsed: &[X509Certificate<'_>],
+        mut codes: Vec<FailureCode>,
+        now: UnixTime,
+    ) -> Option<FailureCode> {
+        let mtls = &self.mtls;
         let anchors: Vec<&[u8]> = self.anchor_subjects.iter().map(Vec::as_slice).collect();
-        if checks::path_len(&parsed, &anchors).is_some_and(|len| len > mtls.max_chain_depth) {
+        if checks::path_len(parsed, &anchors).is_some_and(|len| len > mtls.max_chain_depth) {
             return Some(FailureCode::ClientCertMaxChainDepthExceeded);
         }
-        codes.extend(checks::critical_extensions(&parsed));
-        codes.extend(checks::key_type(&parsed, &mtls.key_types));
-        let path = checks::path(&parsed);
+        codes.extend(checks::critical_extensions(parsed));
+        codes.extend(checks::key_type(parsed, &mtls.key_types));
+        let path = checks::path(parsed);
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         if let Some(webpki) = &self.webpki {
             // Judge the path at a time when it is valid, so a chain that is
             // both expired and untrusted reports Untrusted (SPEC.md order).
-            let at = checks::time_inside(&path)
-                .and_then(|t| u64::try_from(t).ok())
-                .map_or(now, |t| {
-                    UnixTime::since_unix_epoch(std::time::Duration::from_secs(t))
-                });
-            let (ee, rest) = (CertificateDer::from(chain[0]), &chain[1..]);
-            let ints: Vec<CertificateDer<'_>> =
-                rest.iter().map(|d| CertificateDer::from(*d)).collect();
-            if let Err(err) = webpki.verify_client_cert(&ee, &ints, at) {
-                codes.push(crate::tls::classify::rustls_code(&err));
-            }
+            // At that time (a function of the chain) the verdict depends
+            // on the chain only: remember it.
+            let inside = checks::time_inside(&path).and_then(|t| u64::try_from(t).ok());
+            let key = inside.map(|_| PathCache::key(chain));
+            let verdict = match key.and_then(|k| self.paths.get(&k)) {
+                Some(verdict) => verdict,
+                None => {
+                    let at = inside.map_or(now, |t| {
+                        UnixTime::since_unix_epoch(std::time::Duration::from_secs(t))
+                    });
+                    let (ee, rest) = (CertificateDer::from(chain[0]), &chain[1..]);
+                    let ints: Vec<CertificateDer<'_>> =
+                        rest.iter().map(|d| CertificateDer::from(*d)).collect();
+                    let verdict = webpki
+                        .verify_client_cert(&ee, &ints, at)
+                        .err()
+                        .map(|err| crate::tls::classify::rustls_code(&err));
+                    if let Some(k) = key {
+                        self.paths.put(k, verdict);
+                    }
+                    verdict
+                }
+            };
+            codes.extend(verdict);
             if !mtls.ignore_certificate_expiry {
                 codes.extend(checks::validity(&path, now_secs));
             }
@@ -216,13 +263,14 @@ impl ClientCertVerifier for Policy {
         let chain: Vec<&[u8]> = std::iter::once(end_entity.as_ref())
             .chain(intermediates.iter().map(|c| c.as_ref()))
             .collect();
-        let code = self.judge(&chain, now);
+        let (code, cert) = self.judge(&chain, now);
         // Outside a capturing scope (never in the terminator) nothing is
         // recorded; the verdict is the same.
         let _ = CAPTURE.try_with(|capture| {
             if let Ok(mut capture) = capture.lock() {
                 capture.chain = chain.iter().map(|d| d.to_vec()).collect();
                 capture.code = code;
+                capture.cert = cert;
             }
         });
         match code {

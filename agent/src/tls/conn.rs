@@ -29,6 +29,7 @@ use super::gate::{GateInput, GateVerdict};
 use super::negotiated;
 use super::outcome::{TlsOutcome, epoch_millis};
 use super::server::Listener;
+use super::state::ListenerState;
 
 /// The gate's backstop time limit; the function engine enforces its own.
 const GATE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -68,12 +69,6 @@ pub(crate) async fn handle(
     );
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + cfg.handshake_timeout;
-    let fail = |out: &mut TlsOutcome, f: Failure, first_byte: Option<Instant>| {
-        out.status = Status::Failed(f.code);
-        out.detail = f.detail;
-        out.handshake_ms = first_byte.map(|t| millis(t.elapsed()));
-        out.event_time = epoch_millis();
-    };
 
     // The first byte starts tlsHandshakeDuration. `peek` waits for real
     // data (or EOF / RST, which the acceptor then classifies).
@@ -90,7 +85,32 @@ pub(crate) async fn handle(
         return sink.emit(out);
     }
     let first_byte = Instant::now();
+    // Boxed: a connection that never sends a byte keeps only the small
+    // future above (idle connections cost little memory).
+    Box::pin(after_first_byte(
+        listener, state, stream, out, deadline, first_byte, sink,
+    ))
+    .await;
+}
 
+fn fail(out: &mut TlsOutcome, f: Failure, first_byte: Option<Instant>) {
+    out.status = Status::Failed(f.code);
+    out.detail = f.detail;
+    out.handshake_ms = first_byte.map(|t| millis(t.elapsed()));
+    out.event_time = epoch_millis();
+}
+
+/// The handshake from its first byte, the gate, the outcome and the proxy.
+async fn after_first_byte(
+    listener: Arc<Listener>,
+    state: Arc<ListenerState>,
+    stream: TcpStream,
+    mut out: TlsOutcome,
+    deadline: Instant,
+    first_byte: Instant,
+    sink: Sink,
+) {
+    let cfg = &listener.cfg;
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
     let start = match tokio::time::timeout_at(deadline, acceptor).await {
         Err(_) => {
@@ -118,10 +138,12 @@ pub(crate) async fn handle(
 
     let handshake = start.into_stream(state.server_config.clone());
     let (result, capture) = policy::capturing(tokio::time::timeout_at(deadline, handshake)).await;
-    out.cert = capture
-        .chain
-        .first()
-        .and_then(|leaf| certinfo::from_der(leaf));
+    let policy::Capture {
+        chain: captured,
+        code: refused,
+        cert,
+    } = capture;
+    out.cert = cert;
     let mut tls = match result {
         Err(_) => {
             fail(
@@ -133,7 +155,7 @@ pub(crate) async fn handle(
         }
         Ok(Err(e)) => {
             // The policy's own verdict is authoritative (SPEC.md precedence).
-            let failure = match capture.code {
+            let failure = match refused {
                 Some(code) => Failure::new(code, e.to_string()),
                 None => classify::io_failure(&e),
             };
@@ -154,9 +176,14 @@ pub(crate) async fn handle(
         out.tls_cipher = conn
             .negotiated_cipher_suite()
             .map(|s| negotiated::cipher_name(s.suite()));
-        conn.peer_certificates()
-            .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
-            .unwrap_or_default()
+        // The verifier saw (and captured) the chain rustls accepted.
+        if captured.is_empty() {
+            conn.peer_certificates()
+                .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
+                .unwrap_or_default()
+        } else {
+            captured
+        }
     };
     if out.cert.is_none() {
         out.cert = chain.first().and_then(|leaf| certinfo::from_der(leaf));

@@ -23,11 +23,12 @@ pub(crate) fn cipher_name(s: CipherSuite) -> String {
     }
 }
 
-/// What rustls negotiates for this ClientHello with `suites` (in the
-/// provider's order, client order preferred — rustls' default): the
-/// highest common version and the client's first common suite of it. Used
-/// for records of certificate failures, which happen after the ServerHello
-/// but end the handshake before the stream could tell.
+/// What rustls negotiates for this ClientHello with `suites` in the
+/// server's order of preference (the listener ignores the client's order):
+/// the highest common version and the first of our suites of it the
+/// client offered. Used for records of certificate failures, which happen
+/// after the ServerHello but end the handshake before the stream could
+/// tell.
 pub(crate) fn expected(
     hello: &ClientHello<'_>,
     suites: &[SupportedCipherSuite],
@@ -35,38 +36,38 @@ pub(crate) fn expected(
 ) -> Option<(String, String)> {
     let offered = hello.cipher_suites();
     for version in [ProtocolVersion::TLSv1_3, ProtocolVersion::TLSv1_2] {
-        let version_offered = match version {
-            ProtocolVersion::TLSv1_3 => offered.iter().any(|s| {
-                suites
-                    .iter()
-                    .any(|x| x.suite() == *s && x.version().version == version)
-            }),
-            _ => true,
-        };
-        if !version_offered {
-            continue;
-        }
-        let pick = offered.iter().find(|s| {
-            suites.iter().any(|x| {
-                x.suite() == **s
-                    && x.version().version == version
-                    && match x {
-                        SupportedCipherSuite::Tls12(t) => {
-                            let ecdsa = t
-                                .sign
-                                .iter()
-                                .any(|sch| format!("{sch:?}").starts_with("ECDSA"));
-                            ecdsa == server_key_ecdsa
-                        }
-                        SupportedCipherSuite::Tls13(_) => true,
+        let pick = suites.iter().find(|x| {
+            x.version().version == version
+                && offered.contains(&x.suite())
+                && match x {
+                    SupportedCipherSuite::Tls12(t) => {
+                        let ecdsa = t
+                            .sign
+                            .iter()
+                            .any(|sch| format!("{sch:?}").starts_with("ECDSA"));
+                        ecdsa == server_key_ecdsa
                     }
-            })
+                    SupportedCipherSuite::Tls13(_) => true,
+                }
         });
         if let Some(s) = pick {
-            return Some((protocol_name(version), cipher_name(*s)));
+            return Some((protocol_name(version), cipher_name(s.suite())));
         }
     }
     None
+}
+
+/// The provider's suites in the order the listeners prefer them: per
+/// version, SHA-256 suites before SHA-384 ones (AES-128-GCM first). The
+/// handshake's transcript hash and key schedule use the suite's hash, and
+/// SHA-256 runs on the CPU's SHA extensions where SHA-384 cannot; both are
+/// well above the security level of the P-256 / X25519 key exchange.
+pub(crate) fn server_order(suites: &mut [SupportedCipherSuite]) {
+    suites.sort_by_key(|s| {
+        let tls12 = matches!(s, SupportedCipherSuite::Tls12(_));
+        let sha384 = s.suite().as_str().is_some_and(|n| n.ends_with("SHA384"));
+        (tls12, sha384)
+    });
 }
 
 #[cfg(test)]
@@ -85,5 +86,26 @@ mod tests {
         );
         assert_eq!(protocol_name(ProtocolVersion::TLSv1_3), "TLSv1.3");
         assert_eq!(protocol_name(ProtocolVersion::TLSv1_2), "TLSv1.2");
+    }
+
+    #[test]
+    fn server_order_prefers_sha256_suites_per_version() {
+        let mut suites = rustls::crypto::ring::default_provider().cipher_suites;
+        server_order(&mut suites);
+        let names: Vec<String> = suites.iter().map(|s| cipher_name(s.suite())).collect();
+        assert_eq!(
+            names,
+            [
+                "TLS_AES_128_GCM_SHA256",
+                "TLS_CHACHA20_POLY1305_SHA256",
+                "TLS_AES_256_GCM_SHA384",
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            ]
+        );
     }
 }

@@ -17,6 +17,7 @@ use crate::config::{ConfigError, ListenerConfig};
 use super::TlsOutcome;
 use super::conn::{self, Sink};
 use super::counters::TlsCounters;
+use super::negotiated;
 use super::state::ListenerState;
 
 /// Pending connections the kernel may queue per bind address.
@@ -79,7 +80,9 @@ impl Terminator {
     /// Reads every listener's files. Any problem is one error naming the
     /// key and file; nothing listens yet.
     pub fn load(cfgs: &[ListenerConfig]) -> Result<Self, ConfigError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut provider = rustls::crypto::ring::default_provider();
+        negotiated::server_order(&mut provider.cipher_suites);
+        let provider = Arc::new(provider);
         let listeners = cfgs
             .iter()
             .map(|cfg| {

@@ -50,6 +50,8 @@ impl ListenerState {
         // (and logged) each time, by the trust store and CRLs in force.
         server_config.session_storage = Arc::new(NoServerSessionStorage {});
         server_config.send_tls13_tickets = 0;
+        // The provider's suites are in our order (`negotiated::server_order`).
+        server_config.ignore_client_order = true;
         Ok(Self {
             server_config: Arc::new(server_config),
             tenants: cfg

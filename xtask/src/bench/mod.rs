@@ -8,6 +8,7 @@ mod function;
 mod kernel;
 mod pipeline;
 mod tls;
+mod tls_cpu;
 mod tls_targets;
 
 #[derive(Debug, Subcommand)]

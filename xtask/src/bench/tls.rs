@@ -3,10 +3,16 @@
 //! certificates, loader (`connlog-loadgen`), echo upstream and CPU pinning:
 //! the target on core 0, loader and upstream on core 1. Loopback only.
 //!
+//! Before measuring, `connlog-loadgen check` proves each target does the
+//! same work: a full TLS 1.3 handshake (X25519, ECDSA P-256 server key,
+//! TLS_AES_128_GCM_SHA256), no session tickets, and client certificates
+//! really verified (a client without one and one with an untrusted one
+//! are refused).
+//!
 //! Per target: handshakes/s and p50/p99 connect→first echoed byte at
-//! concurrency 64 and 1, the target's CPU time per handshake (from
-//! /proc/<pid>/stat), and RSS per idle proxied connection at 1k
-//! connections.
+//! concurrency 64 and 1, the target's CPU time per handshake (two ways,
+//! see `tls_cpu`), tickets received per handshake, and RSS per idle
+//! proxied connection at 1k connections.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,7 +22,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::tls_targets::{Collector, connlog_all, connlog_off, connlog_probe, haproxy, nginx};
+use super::tls_cpu::{self, Cgroup};
+use super::tls_targets::{
+    self, Collector, connlog_all, connlog_off, connlog_probe, haproxy, nginx,
+};
 use crate::shell;
 
 pub(super) const ECHO: &str = "127.0.0.1:29000";
@@ -55,6 +64,7 @@ pub fn run() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let pki = dir.join("pki");
     shell::run(Command::new(loadgen()).arg("pki").arg(&pki))?;
+    tls_targets::write_openssl_conf(&dir.join("openssl.cnf"))?;
     let _echo = Proc::spawn(pinned(1, Command::new(loadgen()).args(["echo", ECHO])))?;
     wait_port(ECHO.parse()?)?;
     let collector_dir = dir.join("collector");
@@ -98,7 +108,12 @@ pub fn run() -> Result<()> {
         let work = dir.join(t.addr.port().to_string());
         std::fs::create_dir_all(&work)?;
         let log = work.join("stderr.log");
-        let mut cmd = pinned(0, &(t.start)(&work, t.addr)?);
+        let cmd = pinned(0, &(t.start)(&work, t.addr)?);
+        let cgroup = Cgroup::create(&t.addr.port().to_string());
+        let mut cmd = match &cgroup {
+            Some(cg) => cg.wrap(&cmd),
+            None => cmd,
+        };
         cmd.stderr(std::fs::File::create(&log)?);
         let proc = Proc::spawn(cmd)?;
         wait_port(t.addr)?;
@@ -115,7 +130,12 @@ pub fn run() -> Result<()> {
                 continue;
             }
         }
-        rows.push((t.name, measure(&proc, t.addr, &pki)?));
+        if let Err(e) = check(t.addr, &pki) {
+            eprintln!("xtask: bench tls: {}: skipped: {e:#}", t.name);
+            continue;
+        }
+        rows.push((t.name, measure(&proc, cgroup.as_ref(), t.addr, &pki)?));
+        drop(proc);
     }
     print_table(&rows);
     // Every agent has stopped (and flushed) by now: what reached the files?
@@ -127,7 +147,10 @@ pub fn run() -> Result<()> {
 struct Row {
     c64: Report,
     c1: Report,
-    cpu_ms_per_hs: f64,
+    /// From /proc/<pid>/stat of the target's processes.
+    proc_ms_per_hs: f64,
+    /// From the target's cgroup, when there is one.
+    cgroup_ms_per_hs: Option<f64>,
     idle_kib: f64,
 }
 
@@ -138,18 +161,48 @@ struct Report {
     errors: u64,
     p50_ms: f64,
     p99_ms: f64,
+    tickets: u64,
 }
 
-fn measure(target: &Proc, addr: SocketAddr, pki: &Path) -> Result<Row> {
-    load(addr, pki, 64, 1.0)?; // warm-up
-    let cpu0 = cpu_ticks(target.pid())?;
-    let c64 = load(addr, pki, 64, SECS)?;
-    let cpu1 = cpu_ticks(target.pid())?;
-    let c1 = load(addr, pki, 1, SECS / 2.0)?;
-    let ticks = u64::try_from(clk_tck()).unwrap_or(100) as f64;
-    let cpu_ms_per_hs = (cpu1 - cpu0) as f64 * 1000.0 / ticks / c64.handshakes.max(1) as f64;
+/// `connlog-loadgen check`: fails unless the target negotiates TLS 1.3
+/// with X25519, sends no tickets and refuses unverified clients.
+fn check(addr: SocketAddr, pki: &Path) -> Result<()> {
+    let mut cmd = Command::new(loadgen());
+    cmd.args(["check", "--connect", &addr.to_string(), "--pki"])
+        .arg(pki);
+    let out = pinned(1, &cmd).output()?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "check failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    eprintln!("xtask: bench tls: check {addr}: {}", line.trim());
+    let v: serde_json::Value = serde_json::from_str(&line)?;
+    if v["protocol"] != "TLSv1_3"
+        || v["group"] != "X25519"
+        || v["cipher"] != "TLS13_AES_128_GCM_SHA256"
+        || v["tickets"] != 0
+    {
+        bail!("not the benchmark's handshake: {}", line.trim());
+    }
+    Ok(())
+}
 
-    let rss0 = rss_kib(target.pid())?;
+fn measure(target: &Proc, cgroup: Option<&Cgroup>, addr: SocketAddr, pki: &Path) -> Result<Row> {
+    load(addr, pki, 64, 1.0)?; // warm-up
+    let proc0 = tls_cpu::proc_usec(target.pid())?;
+    let cg0 = cgroup.and_then(Cgroup::usage_usec);
+    let c64 = load(addr, pki, 64, SECS)?;
+    let proc1 = tls_cpu::proc_usec(target.pid())?;
+    let cg1 = cgroup.and_then(Cgroup::usage_usec);
+    let c1 = load(addr, pki, 1, SECS / 2.0)?;
+    let per_hs = |us: u64| us as f64 / 1000.0 / c64.handshakes.max(1) as f64;
+    let proc_ms_per_hs = per_hs(proc1.saturating_sub(proc0));
+    let cgroup_ms_per_hs = cg0.zip(cg1).map(|(a, b)| per_hs(b.saturating_sub(a)));
+
+    let rss0 = tls_cpu::rss_kib(target.pid())?;
     let mut idle = Command::new(loadgen());
     idle.args([
         "idle",
@@ -169,14 +222,15 @@ fn measure(target: &Proc, addr: SocketAddr, pki: &Path) -> Result<Row> {
         bail!("idle loader failed: {line:?}");
     }
     std::thread::sleep(Duration::from_secs(1));
-    let rss1 = rss_kib(target.pid())?;
+    let rss1 = tls_cpu::rss_kib(target.pid())?;
     drop(child.stdin.take());
     let _ = child.wait();
     let idle_kib = (rss1.saturating_sub(rss0)) as f64 / IDLE as f64;
     Ok(Row {
         c64,
         c1,
-        cpu_ms_per_hs,
+        proc_ms_per_hs,
+        cgroup_ms_per_hs,
         idle_kib,
     })
 }
@@ -205,19 +259,24 @@ fn load(addr: SocketAddr, pki: &Path, concurrency: usize, secs: f64) -> Result<R
         errors: v["errors"].as_u64().unwrap_or(0),
         p50_ms: f("p50_us") / 1000.0,
         p99_ms: f("p99_us") / 1000.0,
+        tickets: v["tickets"].as_u64().unwrap_or(0),
     })
 }
 
 fn print_table(rows: &[(&str, Row)]) {
     println!(
-        "| target | handshakes/s (c=64) | CPU ms/handshake | p50 / p99 ms (c=64) | p50 / p99 ms (c=1) | RSS KiB per idle proxied conn (1k) | errors |"
+        "| target | handshakes/s (c=64) | CPU ms/handshake (/proc) | CPU ms/handshake (cgroup) | tickets/handshake | p50 / p99 ms (c=64) | p50 / p99 ms (c=1) | RSS KiB per idle proxied conn (1k) | errors |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, r) in rows {
+        let cgroup = r
+            .cgroup_ms_per_hs
+            .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+        let tickets = r.c64.tickets as f64 / r.c64.handshakes.max(1) as f64;
         println!(
-            "| {name} | {:.0} | {:.3} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} | {} |",
+            "| {name} | {:.0} | {:.3} | {cgroup} | {tickets:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} | {} |",
             r.c64.per_sec,
-            r.cpu_ms_per_hs,
+            r.proc_ms_per_hs,
             r.c64.p50_ms,
             r.c64.p99_ms,
             r.c1.p50_ms,
@@ -261,60 +320,6 @@ fn wait_port(addr: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-/// The process and its children (nginx workers).
-fn family(pid: u32) -> Vec<u32> {
-    let mut out = vec![pid];
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Some(child) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            if stat_fields(child).and_then(|f| f.get(1).and_then(|p| p.parse::<u32>().ok()))
-                == Some(pid)
-            {
-                out.push(child);
-            }
-        }
-    }
-    out
-}
-
-/// Fields of /proc/<pid>/stat after the command name (state is index 0).
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    Some(rest.split_whitespace().map(str::to_string).collect())
-}
-
-/// utime + stime of the process and its children, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let mut total = 0;
-    for p in family(pid) {
-        let f = stat_fields(p).context("stat")?;
-        total += f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    }
-    Ok(total)
-}
-
-fn rss_kib(pid: u32) -> Result<u64> {
-    let mut total = 0;
-    for p in family(pid) {
-        let status = std::fs::read_to_string(format!("/proc/{p}/status"))?;
-        total += status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Ok(total)
-}
-
-fn clk_tck() -> i64 {
-    shell::output(Command::new("getconf").arg("CLK_TCK"))
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
-}
-
 /// A child process killed on drop. The target's pid is the program's,
 /// since `taskset` execs it.
 struct Proc(Child);
@@ -338,7 +343,7 @@ impl Drop for Proc {
     /// of the family is left (a killed nginx master leaves its workers
     /// listening).
     fn drop(&mut self) {
-        let family = family(self.pid());
+        let family = tls_cpu::family(self.pid());
         let _ = Command::new("kill").arg(self.pid().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {

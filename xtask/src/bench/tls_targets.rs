@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::tls::{ECHO, workspace};
 
@@ -66,7 +66,11 @@ pub(super) fn nginx(dir: &Path, addr: SocketAddr) -> Result<Command> {
     let path = dir.join("nginx.conf");
     std::fs::write(&path, config)?;
     let mut cmd = Command::new("nginx");
-    cmd.arg("-p").arg(dir).arg("-c").arg(path);
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(path)
+        .env("OPENSSL_CONF", dir.join("../openssl.cnf"));
     Ok(cmd)
 }
 
@@ -83,8 +87,31 @@ pub(super) fn haproxy(dir: &Path, addr: SocketAddr) -> Result<Command> {
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, config)?;
     let mut cmd = Command::new("haproxy");
-    cmd.arg("-db").arg("-f").arg(path);
+    cmd.arg("-db")
+        .arg("-f")
+        .arg(path)
+        .env("OPENSSL_CONF", dir.join("../openssl.cnf"));
     Ok(cmd)
+}
+
+/// The OpenSSL config nginx and HAProxy run with, so that they do the
+/// same TLS work as connlog:
+/// - no TLS 1.3 session tickets: without it both send two per handshake
+///   even with `ssl_session_tickets off` / `no-tls-tickets` (stateful
+///   tickets), CPU that no client of this benchmark ever uses;
+/// - the server's suite order, SHA-256 suites first, as connlog's
+///   listeners (`ignore_client_order`): TLS_AES_128_GCM_SHA256 with this
+///   loader, whose own order starts with TLS_AES_256_GCM_SHA384.
+pub(super) fn write_openssl_conf(path: &Path) -> Result<()> {
+    std::fs::write(
+        path,
+        "openssl_conf = openssl_init\n\
+         [openssl_init]\nssl_conf = ssl_sect\n\
+         [ssl_sect]\nsystem_default = system_default_sect\n\
+         [system_default_sect]\nNumTickets = 0\nOptions = ServerPreference\n\
+         Ciphersuites = TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384\n",
+    )
+    .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The connlog collector writing JSON files into `dir/out`; stopped with

@@ -4,12 +4,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use rustls::client::{ClientSessionStore, Resumption, Tls12Resumption};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{ClientConfig, HandshakeKind, NamedGroup, RootCertStore};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -18,27 +20,50 @@ use tokio_rustls::TlsConnector;
 const CONN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The client side: TLS 1.3 only, P-256 client certificate, server
-/// verified against the bench CA, no resumption.
+/// verified against the bench CA, no resumption: session tickets the
+/// server sends are counted and thrown away, so every handshake is full.
 pub struct Client {
     connector: TlsConnector,
+    tickets: Arc<TicketCounter>,
 }
 
 impl Client {
+    /// The bench client presenting `client.pem` / `client.key` of `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::with_identity(dir, Some("client"))
+    }
+
+    /// A client presenting `<name>.pem` / `<name>.key` of `dir`, or no
+    /// certificate at all.
+    pub fn with_identity(dir: &Path, name: Option<&str>) -> Result<Self> {
         let mut roots = RootCertStore::empty();
         roots.add(CertificateDer::from_pem_file(dir.join("ca.pem")).context("ca.pem")?)?;
-        let chain =
-            vec![CertificateDer::from_pem_file(dir.join("client.pem")).context("client.pem")?];
-        let key = PrivateKeyDer::from_pem_file(dir.join("client.key")).context("client.key")?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)?;
-        config.resumption = rustls::client::Resumption::disabled();
+            .with_root_certificates(roots);
+        let mut config = match name {
+            Some(name) => {
+                let pem = format!("{name}.pem");
+                let chain = vec![CertificateDer::from_pem_file(dir.join(&pem)).context(pem)?];
+                let key = format!("{name}.key");
+                let key = PrivateKeyDer::from_pem_file(dir.join(&key)).context(key)?;
+                builder.with_client_auth_cert(chain, key)?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let tickets = Arc::new(TicketCounter::default());
+        config.resumption =
+            Resumption::store(tickets.clone()).tls12_resumption(Tls12Resumption::Disabled);
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
+            tickets,
         })
+    }
+
+    /// TLS 1.3 session tickets received so far.
+    pub fn tickets(&self) -> u64 {
+        self.tickets.0.load(Ordering::Relaxed)
     }
 
     /// Connect, handshake, one-byte echo; returns the stream and the time
@@ -54,6 +79,10 @@ impl Client {
             .connector
             .connect(ServerName::try_from("edge.test")?, tcp)
             .await?;
+        let kind = tls.get_ref().1.handshake_kind();
+        if kind != Some(HandshakeKind::Full) {
+            bail!("not a full handshake: {kind:?}");
+        }
         tls.write_all(b"x").await?;
         tls.flush().await?;
         let mut b = [0u8; 1];
@@ -62,6 +91,77 @@ impl Client {
             bail!("echo returned {b:?}");
         }
         Ok((tls, started.elapsed()))
+    }
+
+    /// One connection: handshake, one-byte echo, close. The error says
+    /// why it failed (a refusal shows up as an alert on the read).
+    pub async fn probe(&self, addr: SocketAddr) -> Result<Negotiated> {
+        let (mut tls, _) = tokio::time::timeout(CONN_TIMEOUT, self.once(addr)).await??;
+        let conn = tls.get_ref().1;
+        let negotiated = Negotiated {
+            protocol: format!("{:?}", conn.protocol_version().context("no version")?),
+            cipher: format!(
+                "{:?}",
+                conn.negotiated_cipher_suite().context("no suite")?.suite()
+            ),
+            group: format!(
+                "{:?}",
+                conn.negotiated_key_exchange_group()
+                    .context("no group")?
+                    .name()
+            ),
+        };
+        let _ = tls.shutdown().await;
+        Ok(negotiated)
+    }
+}
+
+/// What one handshake agreed on.
+#[derive(Debug, serde::Serialize)]
+pub struct Negotiated {
+    pub protocol: String,
+    pub cipher: String,
+    pub group: String,
+}
+
+/// A session store that keeps nothing (so no handshake is ever resumed)
+/// and counts the TLS 1.3 tickets the server sent.
+#[derive(Debug, Default)]
+struct TicketCounter(AtomicU64);
+
+impl ClientSessionStore for TicketCounter {
+    fn set_kx_hint(&self, _: ServerName<'static>, _: NamedGroup) {}
+
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<NamedGroup> {
+        None
+    }
+
+    fn set_tls12_session(
+        &self,
+        _: ServerName<'static>,
+        _: rustls::client::Tls12ClientSessionValue,
+    ) {
+    }
+
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+        None
+    }
+
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
+
+    fn insert_tls13_ticket(
+        &self,
+        _: ServerName<'static>,
+        _: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        _: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        None
     }
 }
 
@@ -74,6 +174,8 @@ pub struct Report {
     pub per_sec: f64,
     pub p50_us: u64,
     pub p99_us: u64,
+    /// TLS 1.3 session tickets the server sent (never used).
+    pub tickets: u64,
 }
 
 pub async fn run(
@@ -132,6 +234,7 @@ pub async fn run(
         per_sec: lat.len() as f64 / elapsed,
         p50_us: pct(0.50),
         p99_us: pct(0.99),
+        tickets: client.tickets(),
     })
 }
 

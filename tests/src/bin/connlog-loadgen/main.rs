@@ -24,9 +24,20 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Write ca.pem, server.pem/.key (+ server-full.pem for HAProxy) and
-    /// client.pem/.key (ECDSA P-256) into DIR.
+    /// Write ca.pem, server.pem/.key (+ server-full.pem for HAProxy),
+    /// client.pem/.key (ECDSA P-256) and untrusted.pem/.key (a client
+    /// certificate of another root) into DIR.
     Pki { dir: PathBuf },
+    /// Proves a target does what the benchmark claims: a full TLS 1.3
+    /// handshake with the bench client certificate and an echo, refusal
+    /// without a certificate and with an untrusted one. Prints one JSON
+    /// line (what was negotiated, tickets sent); exits non-zero otherwise.
+    Check {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long)]
+        pki: PathBuf,
+    },
     /// Echo every byte back until EOF (the benchmark's upstream).
     Echo { listen: SocketAddr },
     /// Full handshakes plus one echo round trip, `concurrency` at a time,
@@ -72,6 +83,7 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Cmd::Check { connect, pki } => rt.block_on(check(connect, &pki)),
         Cmd::Idle {
             connect,
             pki,
@@ -81,6 +93,32 @@ fn main() -> Result<()> {
             rt.block_on(load::idle(&client, connect, count))
         }
     }
+}
+
+async fn check(addr: SocketAddr, pki: &std::path::Path) -> Result<()> {
+    let good = load::Client::load(pki)?;
+    let negotiated = good
+        .probe(addr)
+        .await
+        .context("handshake with the bench client certificate")?;
+    for (name, identity) in [("no certificate", None), ("untrusted", Some("untrusted"))] {
+        let client = load::Client::with_identity(pki, identity)?;
+        if client.probe(addr).await.is_ok() {
+            anyhow::bail!(
+                "{addr} accepted a client with {name}: client certificates are not verified"
+            );
+        }
+    }
+    let report = serde_json::json!({
+        "protocol": negotiated.protocol,
+        "cipher": negotiated.cipher,
+        "group": negotiated.group,
+        "tickets": good.tickets(),
+        "refuses_no_certificate": true,
+        "refuses_untrusted": true,
+    });
+    println!("{report}");
+    Ok(())
 }
 
 fn write_pki(dir: &std::path::Path) -> Result<()> {
@@ -93,6 +131,7 @@ fn write_pki(dir: &std::path::Path) -> Result<()> {
         ..LeafSpec::default()
     })?;
     let client = root.leaf(&LeafSpec::default())?;
+    let untrusted = Ca::root("connlog bench other root")?.leaf(&LeafSpec::default())?;
     let cert = pem("CERTIFICATE", &[&server.der]);
     let key = pem("PRIVATE KEY", &[&server.key_pkcs8]);
     pki::write(dir, "ca.pem", &pem("CERTIFICATE", &[&root.der]))?;
@@ -101,5 +140,11 @@ fn write_pki(dir: &std::path::Path) -> Result<()> {
     pki::write(dir, "server-full.pem", &format!("{cert}{key}"))?;
     pki::write(dir, "client.pem", &pem("CERTIFICATE", &[&client.der]))?;
     pki::write(dir, "client.key", &pem("PRIVATE KEY", &[&client.key_pkcs8]))?;
+    pki::write(dir, "untrusted.pem", &pem("CERTIFICATE", &[&untrusted.der]))?;
+    pki::write(
+        dir,
+        "untrusted.key",
+        &pem("PRIVATE KEY", &[&untrusted.key_pkcs8]),
+    )?;
     Ok(())
 }
