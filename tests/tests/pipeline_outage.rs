@@ -196,6 +196,38 @@ fn collector_away_records_spill_to_disk_and_arrive_exactly_once() -> Result<()> 
     assert_exactly_once(&collector.path().join("out"), "spill", COUNT)
 }
 
+/// What a collector wrote before it was killed is still a duplicate after
+/// its restart: the same 500 records sent again (as an agent resends a
+/// batch whose ack it never got) are not written twice.
+#[test]
+fn dedup_window_survives_a_collector_kill() -> Result<()> {
+    let mut collector = CollectorProcess::start(JSON_SINK)?;
+    let send = |collector: &CollectorProcess| -> Result<serde_json::Value> {
+        SynthProcess::start(&[
+            "--endpoint",
+            &collector.url(),
+            "--rate",
+            "0",
+            "--count",
+            "500",
+            "--agent-id",
+            "again",
+        ])?
+        .report(Duration::from_secs(30))
+    };
+    assert_eq!(send(&collector)?["acked"], 500);
+    collector.kill();
+    collector.spawn()?;
+    assert_eq!(send(&collector)?["acked"], 500);
+    assert_eq!(collector.terminate()?, 0);
+    assert!(
+        collector.stderr().contains("dedup window restored"),
+        "{}",
+        collector.stderr()
+    );
+    assert_exactly_once(&collector.path().join("out"), "again", 500)
+}
+
 /// The stdout sink writes what it is sent, once, in its format.
 #[test]
 fn stdout_sink_prints_every_record_once() -> Result<()> {
