@@ -37,6 +37,10 @@ pub(crate) struct Config {
     pub(crate) max_batch_records: usize,
     pub(crate) dedup_window: Duration,
     pub(crate) dedup_max_ids: usize,
+    /// Where the dedup window survives restarts: `[dedup] journal`, by
+    /// default `.connlog-dedup.journal` in the first file sink's directory;
+    /// none without a file sink.
+    pub(crate) dedup_journal: Option<PathBuf>,
     pub(crate) sinks: Vec<SinkConfig>,
 }
 
@@ -108,6 +112,7 @@ struct RawTls {
 struct RawDedup {
     window_secs: Option<u64>,
     max_ids: Option<usize>,
+    journal: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +219,12 @@ impl Config {
         if sinks.is_empty() {
             return Err(bad("sink", "at least one [[sink]] is needed").into());
         }
+        let dedup_journal = raw.dedup.journal.map(&resolve).or_else(|| {
+            sinks.iter().find_map(|s| match s {
+                SinkConfig::File(f) => Some(f.dir.join(".connlog-dedup.journal")),
+                _ => None,
+            })
+        });
         Ok(Config {
             listen,
             tls,
@@ -221,6 +232,7 @@ impl Config {
             max_batch_records,
             dedup_window: Duration::from_secs(raw.dedup.window_secs.unwrap_or(600)),
             dedup_max_ids: raw.dedup.max_ids.unwrap_or(2_000_000),
+            dedup_journal,
             sinks,
         })
     }

@@ -85,9 +85,19 @@ impl Dedup {
         }
     }
 
-    #[cfg(test)]
+    pub(crate) fn window(&self) -> Duration {
+        self.window
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.written.len()
+    }
+
+    /// Every remembered id, oldest first: (when, key, sinks bitmask).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (Instant, u64, u64)> + '_ {
+        self.order
+            .iter()
+            .map(|&(at, key)| (at, key, self.written_by(key)))
     }
 }
 

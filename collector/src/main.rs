@@ -5,6 +5,7 @@ mod config;
 mod dedup;
 mod filter;
 mod format;
+mod journal;
 mod observe;
 mod serve;
 mod server;

@@ -10,8 +10,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::config::{Config, TlsFiles};
+use crate::config::{Config, Fsync, SinkConfig, TlsFiles};
 use crate::dedup::Dedup;
+use crate::journal::Journal;
 use crate::server::Service;
 use crate::sink::Sink;
 use crate::writer::{Job, Writer};
@@ -30,11 +31,20 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         .enumerate()
         .map(|(i, s)| Sink::new(s, i, &rt))
         .collect();
-    let writer = Writer::new(
-        sinks,
-        Dedup::new(cfg.dedup_window, cfg.dedup_max_ids),
-        observers.clone(),
-    );
+    let mut dedup = Dedup::new(cfg.dedup_window, cfg.dedup_max_ids);
+    // Fsync the journal with the data when a file sink fsyncs every batch.
+    let sync = cfg
+        .sinks
+        .iter()
+        .any(|s| matches!(s, SinkConfig::File(f) if f.fsync == Fsync::Batch));
+    let journal = match &cfg.dedup_journal {
+        Some(path) => Some(
+            Journal::open(path, sync, &mut dedup)
+                .with_context(|| format!("opening the dedup journal {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let writer = Writer::new(sinks, dedup, journal, observers.clone());
     let writer_thread = std::thread::Builder::new()
         .name("connlog-writer".into())
         .spawn(move || writer.run(jobs_rx))

@@ -9,6 +9,7 @@ use connlog_proto::v1::ConnectionRecord;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::dedup::{Dedup, KeySet};
+use crate::journal::Journal;
 use crate::sink::{Sink, SinkError};
 
 /// What the writer thread is asked to do.
@@ -27,6 +28,7 @@ pub(crate) enum Job {
 pub(crate) struct Writer {
     sinks: Vec<Sink>,
     dedup: Dedup,
+    journal: Option<Journal>,
     observers: broadcast::Sender<Arc<ConnectionRecord>>,
 }
 
@@ -34,11 +36,13 @@ impl Writer {
     pub(crate) fn new(
         sinks: Vec<Sink>,
         dedup: Dedup,
+        journal: Option<Journal>,
         observers: broadcast::Sender<Arc<ConnectionRecord>>,
     ) -> Self {
         Self {
             sinks,
             dedup,
+            journal,
             observers,
         }
     }
@@ -64,6 +68,9 @@ impl Writer {
                         sink.tick(now);
                     }
                     self.dedup.expire(now);
+                    if let Some(j) = &mut self.journal {
+                        j.compact_if_large(&self.dedup);
+                    }
                 }
                 Job::Stop => break,
             }
@@ -76,6 +83,9 @@ impl Writer {
 
     fn write(&mut self, records: Vec<ConnectionRecord>) -> Result<u32, String> {
         let now = Instant::now();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let keys: Vec<u64> = records
             .iter()
             .map(|r| self.dedup.key(&r.connection_id))
@@ -107,6 +117,9 @@ impl Writer {
                 Ok(()) => {
                     for i in todo {
                         self.dedup.mark(keys[i], index, now);
+                        if let Some(j) = &mut self.journal {
+                            j.record(keys[i], index, now_ms);
+                        }
                     }
                 }
                 Err(err) => {
@@ -114,6 +127,12 @@ impl Writer {
                     failure.get_or_insert(err);
                 }
             }
+        }
+        // Before the acknowledgement: a restarted collector then knows what
+        // it wrote. Failing to note it loses nothing (the records are
+        // written); it only lets a resend after a crash through twice.
+        if let Some(Err(e)) = self.journal.as_mut().map(Journal::commit) {
+            tracing::error!(error = %e, "appending to the dedup journal failed");
         }
         if let Some(err) = failure {
             return Err(err.to_string());

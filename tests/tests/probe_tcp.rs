@@ -334,3 +334,37 @@ fn syn_dropped_by_a_full_accept_queue_times_out() -> Result<()> {
     assert_eq!(tuple(ev).0, format!("{}:40999", fx.pair.client_v4));
     Ok(())
 }
+
+/// A SYN with another sequence number on the tuple of an open connection
+/// (a delayed duplicate, or crafted) is answered with a challenge ACK: it
+/// is no attempt, so nothing follows the Established, not even after
+/// `syn_timeout`, and the connection still carries data.
+fn syn_on_an_open_connection(tag: &str, v6: bool) -> Result<()> {
+    use std::io::Read;
+    let fx = ProbeFixture::start(tag, "1s", "")?;
+    let listener = fx.listen(v6, PORT)?;
+    let mut client = fx.connect_from(v6, 41500)?;
+    let (mut accepted, _) = listener.accept()?;
+    let evs = fx.exactly(1, WITHIN, Duration::ZERO)?;
+    assert_eq!(evs[0]["event"], "established", "{}", evs[0]);
+    assert_eq!(tuple(&evs[0]).0, shown(client.local_addr()?));
+    fx.scapy_syn(v6, 41500, 123_456_789)?;
+    // syn_timeout (1 s) plus a sweep period (125 ms) and margin: a false
+    // attempt would have been reported as a TcpTimeout by then.
+    fx.exactly(0, WITHIN, Duration::from_millis(1600))?;
+    client.write_all(b"x")?;
+    let mut byte = [0u8; 1];
+    accepted.read_exact(&mut byte)?;
+    assert_eq!(&byte, b"x");
+    Ok(())
+}
+
+#[test]
+fn syn_on_an_open_connection_is_no_attempt() -> Result<()> {
+    syn_on_an_open_connection("pr-dsyn4", false)
+}
+
+#[test]
+fn syn_on_an_open_connection_v6_is_no_attempt() -> Result<()> {
+    syn_on_an_open_connection("pr-dsyn6", true)
+}

@@ -11,8 +11,10 @@ use crate::emit::{ATTEMPTS, emit};
 /// A SYN arrived (TC ingress). The same ISN again is a retransmission of a
 /// known attempt, pending or closed: nothing changes. A new ISN starts a new
 /// attempt; if the old one was still pending it is reported as superseded.
+/// No attempt is opened on a tuple a connected socket owns (`connected`,
+/// asked only then): the kernel answers such a SYN with a challenge ACK.
 #[inline(always)]
-pub(crate) fn syn(key: &AttemptKey, isn: u32, at: u64) {
+pub(crate) fn syn(key: &AttemptKey, isn: u32, at: u64, connected: impl FnOnce() -> bool) {
     let fresh = Attempt {
         syn_at: at,
         closed_at: 0,
@@ -24,13 +26,16 @@ pub(crate) fn syn(key: &AttemptKey, isn: u32, at: u64) {
         // tuple are the packets of one flow, serialized in practice, and a
         // torn value only skews one attempt's report.
         let a = unsafe { &mut *a };
-        if a.isn == isn {
+        if a.isn == isn || connected() {
             return;
         }
         if a.closed_at == 0 {
             emit(&event(key, a, kind::SUPERSEDED, at));
         }
         *a = fresh;
+        return;
+    }
+    if connected() {
         return;
     }
     if ATTEMPTS.insert(key, fresh, BPF_NOEXIST.into()).is_ok() {

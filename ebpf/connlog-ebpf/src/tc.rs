@@ -6,7 +6,8 @@
 //!
 //! Fast path: parse to the TCP flags with direct packet access and return
 //! unless they are those of a SYN (ingress) or SYN-ACK (egress); only then
-//! test the port (an inlined array lookup) and touch the attempt map.
+//! test the port (an inlined array lookup) and touch the attempt map. A
+//! SYN about to open an attempt also pays a socket lookup (`owner`).
 //!
 //! `_l3` variants are for devices without a link-layer header (tun,
 //! wireguard): the packet starts at the IP header.
@@ -14,9 +15,9 @@
 use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
 
-use crate::attempt;
 use crate::emit::{now, watched};
 use crate::packet::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, port, tcp_headers, tuple};
+use crate::{attempt, owner};
 
 /// `TC_ACT_UNSPEC`, tcx's `TCX_NEXT`.
 const NEXT: i32 = -1;
@@ -68,7 +69,7 @@ fn ingress<const ETH: bool>(ctx: &TcContext) -> Option<()> {
         return None;
     }
     let (key, isn) = tuple(data, end, h, true)?;
-    attempt::syn(&key, isn, now());
+    attempt::syn(&key, isn, now(), || owner::connected(ctx, &key));
     Some(())
 }
 
