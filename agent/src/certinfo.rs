@@ -32,7 +32,7 @@ pub(crate) fn from_parsed(cert: &X509Certificate<'_>, der: &[u8]) -> ClientCertI
 
 /// Lowercase hex of SHA-256 over `der`.
 pub(crate) fn sha256_hex(der: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
     let mut out = String::with_capacity(64);
     for b in digest.as_ref() {
         let _ = write!(out, "{b:02x}");

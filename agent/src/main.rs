@@ -56,6 +56,9 @@ fn main() {
 /// inherit the empty sets.
 fn run(args: Args) -> Result<()> {
     let config = Config::load(&args.config).context("loading config")?;
+    // One provider for the whole process: the terminator passes it
+    // explicitly, tonic's TLS to the collector takes the default.
+    tls::install_crypto_provider().map_err(anyhow::Error::msg)?;
     let probe = load_probe(&config)?;
     let bound = tls::bind(&config.listeners).context("starting listeners")?;
     let metrics = match config.metrics.listen {

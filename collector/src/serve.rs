@@ -119,6 +119,11 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
 }
 
 fn tls_config(tls: &TlsFiles) -> Result<ServerTlsConfig> {
+    // tonic's server builds its rustls config from the process-level
+    // provider; in a workspace build rustls has both the ring and the
+    // aws-lc-rs features (the agent's), so none is implied. The collector
+    // runs on ring. Err means one is installed already: that one stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let read =
         |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let mut config =

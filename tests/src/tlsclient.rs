@@ -56,7 +56,17 @@ pub type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 /// Runs the handshake over `tcp`. `Ok` means the client finished its side
 /// (under TLS 1.3 the server may still reject the certificate afterwards).
 pub fn handshake(tcp: TcpStream, spec: &ClientSpec) -> Result<TlsStream> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    handshake_with(tcp, spec, rustls::crypto::ring::default_provider())
+}
+
+/// [`handshake`] with another client crypto provider (its suites and key
+/// exchange groups in its order).
+pub fn handshake_with(
+    tcp: TcpStream,
+    spec: &ClientSpec,
+    provider: CryptoProvider,
+) -> Result<TlsStream> {
+    let provider = Arc::new(provider);
     let versions: &[&rustls::SupportedProtocolVersion] = if spec.tls12_only {
         &[&rustls::version::TLS12]
     } else {

@@ -23,6 +23,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx-light",
     "libnginx-mod-stream",
     "haproxy",
+    // The C compiler for ring, rquickjs-sys and aws-lc-sys (the agent's TLS
+    // crypto): aws-lc-sys builds with its cc builder and pregenerated
+    // bindings on Linux x86_64/aarch64, so no cmake, clang, Go or NASM.
+    "gcc",
+    "libc6-dev",
 ];
 
 /// Python packages the tests use (pinned).

@@ -27,7 +27,7 @@ pub(crate) struct PathCache {
 
 impl PathCache {
     pub(crate) fn key(chain: &[&[u8]]) -> ChainKey {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         for der in chain {
             ctx.update(&(der.len() as u64).to_be_bytes());
             ctx.update(der);

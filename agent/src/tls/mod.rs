@@ -7,6 +7,7 @@
 //! - `classify`: the one mapping of errors onto SPEC.md codes.
 //! - `gate`: where the connection function decides.
 //! - `state`, `material`, `sni`: what a listener loads from its files.
+//! - `provider`: the one crypto provider (aws-lc-rs) and its parameters.
 
 pub(crate) mod classify;
 mod conn;
@@ -15,6 +16,7 @@ pub mod gate;
 mod material;
 mod negotiated;
 mod outcome;
+mod provider;
 mod server;
 mod sni;
 mod state;
@@ -22,4 +24,5 @@ mod state;
 pub use counters::TlsCounters;
 pub use gate::{ConnectionGate, GateFuture, GateInput, GateVerdict};
 pub use outcome::{ClientCertInfo, TlsOutcome, epoch_millis};
+pub use provider::install_default as install_crypto_provider;
 pub use server::{Bound, Running, StartError, Terminator, bind};

@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn server_order_prefers_sha256_suites_per_version() {
-        let mut suites = rustls::crypto::ring::default_provider().cipher_suites;
+        let mut suites = rustls::crypto::aws_lc_rs::default_provider().cipher_suites;
         server_order(&mut suites);
         let names: Vec<String> = suites.iter().map(|s| cipher_name(s.suite())).collect();
         assert_eq!(

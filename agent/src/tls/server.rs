@@ -17,7 +17,7 @@ use crate::config::{ConfigError, ListenerConfig};
 use super::TlsOutcome;
 use super::conn::{self, Sink};
 use super::counters::TlsCounters;
-use super::negotiated;
+use super::provider;
 use super::state::ListenerState;
 
 /// Pending connections the kernel may queue per bind address.
@@ -80,9 +80,7 @@ impl Terminator {
     /// Reads every listener's files. Any problem is one error naming the
     /// key and file; nothing listens yet.
     pub fn load(cfgs: &[ListenerConfig]) -> Result<Self, ConfigError> {
-        let mut provider = rustls::crypto::ring::default_provider();
-        negotiated::server_order(&mut provider.cipher_suites);
-        let provider = Arc::new(provider);
+        let provider = Arc::new(provider::agent_provider());
         let listeners = cfgs
             .iter()
             .map(|cfg| {
