@@ -62,7 +62,9 @@ fn function_verdicts_and_custom_data_reach_the_collector_once() -> Result<()> {
     let mut collector = CollectorProcess::start_in(
         &fx.pair.server,
         COLLECTOR.parse()?,
-        "[[sink]]\ntype = \"file\"\nformat = \"json\"\ndir = \"{dir}/out\"\n",
+        "[[sink]]\ntype = \"file\"\nformat = \"json\"\ndir = \"{dir}/out\"\n\
+         fields = [\"connectionStatus\", \"clientPort\", \"clientLeafCertSerialNumber\", \
+         \"clientLeafCertSubject\", \"connectionLogCustomData\", \"tcpFailureDetail\", \"connectionId\"]\n",
     )?;
     let leaf = |cn: &str, serial: &[u8]| {
         fx.root.leaf(&LeafSpec {
@@ -100,6 +102,10 @@ fn function_verdicts_and_custom_data_reach_the_collector_once() -> Result<()> {
 
     let r = by_port[boom.as_str()];
     assert_eq!(r["connectionStatus"], "Failed:ConnectionFunctionError");
+    assert_eq!(
+        r["tcpFailureDetail"],
+        "uncaught exception: Error: boom at connection-function.js:6:19"
+    );
     assert_eq!(r["connectionLogCustomData"], "-");
     assert_eq!(r["clientLeafCertSubject"], "CN=boom.test");
     Ok(())

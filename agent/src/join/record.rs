@@ -73,19 +73,23 @@ fn ip_text(ip: std::net::IpAddr) -> String {
     s
 }
 
-/// `tcpFailureDetail` applies to TcpError / TcpTimeout only; for other
-/// codes the terminator's detail is a human reason, not a record field.
-fn is_tcp(status: Status) -> bool {
+/// `tcpFailureDetail` carries what the kernel or the terminator saw for
+/// TcpError / TcpTimeout, and the reason a connection function failed
+/// (exception, time or memory limit) for ConnectionFunctionError; for other
+/// codes the terminator's detail is a log line, not a record field.
+fn keeps_detail(status: Status) -> bool {
     matches!(
         status,
-        Status::Failed(FailureCode::TcpError | FailureCode::TcpTimeout)
+        Status::Failed(
+            FailureCode::TcpError | FailureCode::TcpTimeout | FailureCode::ConnectionFunctionError
+        )
     )
 }
 
 /// A record from the terminator's outcome (its strings move into the
 /// record); kernel fields left empty.
 pub(crate) fn from_tls(o: TlsOutcome, agent_id: &str) -> ConnectionRecord {
-    let tcp = is_tcp(o.status);
+    let keep_detail = keeps_detail(o.status);
     let mut r = ConnectionRecord {
         event_timestamp_ms: o.event_time,
         connection_id: o.connection_id.as_str().to_owned(),
@@ -96,7 +100,7 @@ pub(crate) fn from_tls(o: TlsOutcome, agent_id: &str) -> ConnectionRecord {
         tls_handshake_duration_ms: o.handshake_ms,
         tls_sni: o.sni,
         connection_log_custom_data: o.custom_data,
-        tcp_failure_detail: o.detail.filter(|_| tcp),
+        tcp_failure_detail: o.detail.filter(|_| keep_detail),
         agent_id: agent_id.to_owned(),
         ..Default::default()
     };

@@ -143,6 +143,28 @@ async fn tls_then_kernel_joins_into_one_record() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn function_error_reason_is_the_records_detail() {
+    let h = start(16);
+    let reason = "execution time limit (5 ms) exceeded";
+    h.tls(outcome(
+        40009,
+        11,
+        Status::Failed(FailureCode::ConnectionFunctionError),
+        Some(reason),
+    ))
+    .await;
+    advance(Duration::from_secs(5)).await;
+    settle().await;
+    let recs = h.close().await;
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        recs[0].failure_code(),
+        v1::FailureCode::ConnectionFunctionError
+    );
+    assert_eq!(recs[0].tcp_failure_detail.as_deref(), Some(reason));
+}
+
+#[tokio::test(start_paused = true)]
 async fn kernel_then_tls_joins_into_one_record() {
     let h = start(16);
     h.tcp(established(40001, 9, 80, 0)).await;
@@ -160,7 +182,7 @@ async fn kernel_then_tls_joins_into_one_record() {
     assert_eq!(recs[0].tcp_handshake_duration_us, Some(80));
     assert_eq!(
         recs[0].tcp_failure_detail, None,
-        "detail only for TCP codes"
+        "detail only for TCP codes and function errors"
     );
     assert_eq!(
         recs[0].client_leaf_cert_subject.as_deref(),

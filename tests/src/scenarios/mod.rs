@@ -158,7 +158,7 @@ pub fn all() -> Vec<Scenario> {
         tls(
             "connection function throws",
             "Failed:ConnectionFunctionError",
-            "-",
+            "uncaught exception: Error: scenarios: this function fails for boom.client.test at connection-function.js:8:15",
             "00:81",
             |t| refused(t, &t.clients.function_throws),
         ),
