@@ -195,12 +195,7 @@ impl Agent {
 
     /// Resident set size in KiB (from /proc).
     pub fn rss_kib(&self) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("VmRSS")
+        crate::procfs::status_kib(&self.child.id().to_string(), "VmRSS").context("VmRSS")
     }
 }
 

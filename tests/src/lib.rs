@@ -12,6 +12,7 @@ mod netns;
 mod nssock;
 pub mod pki;
 pub mod probefixture;
+pub mod procfs;
 pub mod scenarios;
 mod synth_proc;
 mod tempdir;

@@ -169,40 +169,11 @@ async fn run(args: Args) -> Result<()> {
         "batches_spooled": ExportStats::get(&stats.batches_spooled),
         "connect_failures": ExportStats::get(&stats.connect_failures),
         "elapsed_ms": start.elapsed().as_millis() as u64,
-        "peak_rss_kib": peak_rss_kib(),
-        "cpu_ms": cpu_ms(),
+        "peak_rss_kib": connlog_tests::procfs::status_kib("self", "VmHWM").unwrap_or(0),
+        "cpu_ms": connlog_tests::procfs::cpu_us("self").unwrap_or(0) / 1000,
     });
     println!("{line}");
     Ok(())
-}
-
-/// User + system CPU time of this process so far, ms (`/proc/self/stat`,
-/// in clock ticks of 10 ms).
-fn cpu_ms() -> u64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Fields after the parenthesised command name; utime and stime
-            // are the 14th and 15th of the whole line.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let utime: u64 = f.get(11)?.parse().ok()?;
-            let stime: u64 = f.get(12)?.parse().ok()?;
-            Some((utime + stime) * 10)
-        })
-        .unwrap_or(0)
-}
-
-/// VmHWM of this process, KiB.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 mod joiner {

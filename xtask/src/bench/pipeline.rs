@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use connlog_tests::procfs;
 
 use crate::shell;
 
@@ -252,28 +253,12 @@ impl Collector {
     }
 
     fn peak_rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0)
+        procfs::status_kib(&self.child.id().to_string(), "VmHWM").unwrap_or(0)
     }
 
-    /// User + system CPU time so far, ms (clock ticks of 10 ms).
+    /// User + system CPU time so far, ms.
     fn cpu_ms(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                let rest = s.rsplit_once(')')?.1;
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                let utime: u64 = f.get(11)?.parse().ok()?;
-                let stime: u64 = f.get(12)?.parse().ok()?;
-                Some((utime + stime) * 10)
-            })
-            .unwrap_or(0)
+        procfs::cpu_us(&self.child.id().to_string()).unwrap_or(0) / 1000
     }
 
     fn stop(&mut self) -> Result<()> {

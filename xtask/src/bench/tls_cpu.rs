@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result};
+use connlog_tests::procfs;
 
 use crate::shell;
 
@@ -111,12 +112,7 @@ pub(super) fn proc_usec(pid: u32) -> Result<u64> {
 pub(super) fn rss_kib(pid: u32) -> Result<u64> {
     let mut total = 0;
     for p in family(pid) {
-        let status = std::fs::read_to_string(format!("/proc/{p}/status"))?;
-        total += status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        total += procfs::status_kib(&p.to_string(), "VmRSS").unwrap_or(0);
     }
     Ok(total)
 }
