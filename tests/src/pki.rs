@@ -233,8 +233,8 @@ fn base64(data: &[u8]) -> String {
 
 /// Writes what an agent listener needs into `dir`: `server.pem` and
 /// `server.key` (an `edge.test` server certificate issued by `root`) and
-/// `ca.pem` (the root, as the client trust store).
-pub fn write_server_files(dir: &Path, root: &Ca) -> Result<()> {
+/// `ca.pem` (the root, as the client trust store). Returns the server leaf.
+pub fn write_server_files(dir: &Path, root: &Ca) -> Result<Leaf> {
     let server = root.leaf(&LeafSpec {
         subject: vec![(DnType::CommonName, "edge.test".into())],
         eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
@@ -244,7 +244,7 @@ pub fn write_server_files(dir: &Path, root: &Ca) -> Result<()> {
     write(dir, "server.pem", &pem("CERTIFICATE", &[&server.der]))?;
     write(dir, "server.key", &pem("PRIVATE KEY", &[&server.key_pkcs8]))?;
     write(dir, "ca.pem", &pem("CERTIFICATE", &[&root.der]))?;
-    Ok(())
+    Ok(server)
 }
 
 /// Writes `text` to `dir/name`, returning the path.

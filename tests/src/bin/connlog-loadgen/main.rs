@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use connlog_tests::pki::{self, Ca, LeafSpec, pem};
-use rcgen::{DnType, ExtendedKeyUsagePurpose, SanType};
 
 #[derive(Debug, Parser)]
 #[command(about = "TLS load generator for connlog benchmarks")]
@@ -124,19 +123,12 @@ async fn check(addr: SocketAddr, pki: &std::path::Path) -> Result<()> {
 fn write_pki(dir: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let root = Ca::root("connlog bench root")?;
-    let server = root.leaf(&LeafSpec {
-        subject: vec![(DnType::CommonName, "edge.test".into())],
-        eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
-        sans: vec![SanType::DnsName("edge.test".try_into()?)],
-        ..LeafSpec::default()
-    })?;
+    let server = pki::write_server_files(dir, &root)?;
     let client = root.leaf(&LeafSpec::default())?;
     let untrusted = Ca::root("connlog bench other root")?.leaf(&LeafSpec::default())?;
+    // HAProxy wants the certificate and its key in one file.
     let cert = pem("CERTIFICATE", &[&server.der]);
     let key = pem("PRIVATE KEY", &[&server.key_pkcs8]);
-    pki::write(dir, "ca.pem", &pem("CERTIFICATE", &[&root.der]))?;
-    pki::write(dir, "server.pem", &cert)?;
-    pki::write(dir, "server.key", &key)?;
     pki::write(dir, "server-full.pem", &format!("{cert}{key}"))?;
     pki::write(dir, "client.pem", &pem("CERTIFICATE", &[&client.der]))?;
     pki::write(dir, "client.key", &pem("PRIVATE KEY", &[&client.key_pkcs8]))?;
