@@ -21,6 +21,9 @@ pub mod names {
     pub const ATTEMPTS: &str = "ATTEMPTS";
     /// Per-CPU array of `u64` indexed by [`super::count`].
     pub const ATTEMPT_COUNTS: &str = "ATTEMPT_COUNTS";
+    /// LRU hash [`super::AttemptKey`] → [`super::Attempt`] of the benchmark
+    /// program `connlog_tc_syn_update`: one entry unless it is attached.
+    pub const BENCH_SYNS: &str = "BENCH_SYNS";
     /// The read-only global holding [`super::Globals`].
     pub const GLOBALS: &str = "GLOBALS";
 }
