@@ -43,8 +43,10 @@ pub(crate) const TC_EGRESS_L3: &str = "connlog_tc_egress_l3";
 /// Do nothing: attached only for benchmarks (`[probe] benchmark`).
 pub(crate) const TC_EMPTY: &str = "connlog_tc_empty";
 pub(crate) const TC_EMPTY_EGRESS: &str = "connlog_tc_empty_egress";
-/// One hash-map update per SYN: attached only with `benchmark = "floors"`.
+/// One hash-map insert per SYN, and its delete: attached only with
+/// `benchmark = "floors"`.
 pub(crate) const TC_SYN_UPDATE: &str = "connlog_tc_syn_update";
+pub(crate) const TC_SYN_FORGET: &str = "connlog_tc_syn_forget";
 
 /// TC programs and the directions each is attached in, on every interface.
 type TcPrograms = Vec<(&'static str, &'static [TcAttachType])>;
@@ -68,6 +70,7 @@ pub(crate) fn open(config: &ProbeConfig) -> Result<(Ebpf, KernelFacts), ProbeErr
     let btf = Btf::parse(checks::btf(Path::new(checks::VMLINUX_BTF))?)?;
     let mut facts = kernel::facts(&btf)?;
     facts.globals.wakeup_bytes = config.ring_bytes / 4;
+    facts.globals.syn_timeout_ns = u64::try_from(config.syn_timeout.as_nanos()).unwrap_or(u64::MAX);
     let max_pending = u32::try_from(config.max_pending).unwrap_or(u32::MAX);
     let bench_syns = if config.benchmark == BenchPrograms::Floors {
         max_pending
@@ -186,6 +189,7 @@ pub(crate) fn load(
             (TC_EMPTY, ingress),
             (TC_EMPTY_EGRESS, egress),
             (TC_SYN_UPDATE, ingress),
+            (TC_SYN_FORGET, ingress),
         ],
         BenchPrograms::Empty => vec![(TC_EMPTY, ingress), (TC_EMPTY_EGRESS, egress)],
     };

@@ -5,9 +5,9 @@
 //!   the four tp_btf tracepoints): what attaching anything there costs.
 //! - `connlog_tc_syn_update`: the least a SYN-tracking classifier can do:
 //!   the same flag test and tuple as `connlog_tc_ingress`, then one insert
-//!   into an LRU hash map per client SYN to a watched port (and one delete
-//!   per client RST or FIN): the floor of the "× empty" ratio for a probe
-//!   that keeps per-attempt state in the kernel.
+//!   into an LRU hash map per client SYN to a watched port: the floor of the
+//!   "× empty" ratio for a probe that keeps per-attempt state in the kernel.
+//!   `connlog_tc_syn_forget` deletes the entries again.
 
 use aya_ebpf::macros::{btf_tracepoint, classifier, map};
 use aya_ebpf::maps::LruHashMap;
@@ -37,26 +37,34 @@ pub fn connlog_tc_empty_egress(_ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn connlog_tc_syn_update(ctx: TcContext) -> i32 {
-    let _ = syn_update(&ctx);
+    let _ = syn_update(&ctx, true);
     NEXT
 }
 
-/// An insert per client SYN; a delete per client RST or FIN, so that the
-/// table holds only open attempts, as `ATTEMPTS` does (the probe deletes at
-/// ESTABLISHED, in `connlog_set_state`).
+/// Attached after `connlog_tc_syn_update`: deletes on a client RST or FIN,
+/// so that the table holds only open attempts, as `ATTEMPTS` does (the
+/// probe deletes at ESTABLISHED, in `connlog_set_state`). A program of its
+/// own, so that the other one's run time is the insert alone.
+#[classifier]
+pub fn connlog_tc_syn_forget(ctx: TcContext) -> i32 {
+    let _ = syn_update(&ctx, false);
+    NEXT
+}
+
 #[inline(always)]
-fn syn_update(ctx: &TcContext) -> Option<()> {
+fn syn_update(ctx: &TcContext, insert: bool) -> Option<()> {
     let (data, end) = (ctx.data(), ctx.data_end());
     let h = tcp_headers::<true>(data, end)?;
-    let syn = h.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN;
-    if !syn && h.flags & (TCP_RST | TCP_FIN) == 0 {
-        return None;
-    }
-    if !watched(port(data, end, h, true)?) {
+    let wanted = if insert {
+        h.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
+    } else {
+        h.flags & (TCP_RST | TCP_FIN) != 0
+    };
+    if !wanted || !watched(port(data, end, h, true)?) {
         return None;
     }
     let (key, isn) = tuple(data, end, h, true)?;
-    if !syn {
+    if !insert {
         return BENCH_SYNS.remove(key).ok();
     }
     let value = Attempt {

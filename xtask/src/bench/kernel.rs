@@ -53,15 +53,21 @@ struct Phases {
     bulk: ProgramStats,
 }
 
+/// Names another agent binary to measure instead of this checkout's
+/// release build (A/B comparisons of two builds, run back to back).
+const AGENT_ENV: &str = "CONNLOG_BENCH_AGENT";
+
 pub fn run() -> Result<()> {
-    shell::run(Command::new("cargo").args([
-        "build",
-        "--quiet",
-        "--release",
-        "--bins",
-        "-p",
-        "connlog-agent",
-    ]))?;
+    if std::env::var_os(AGENT_ENV).is_none() {
+        shell::run(Command::new("cargo").args([
+            "build",
+            "--quiet",
+            "--release",
+            "--bins",
+            "-p",
+            "connlog-agent",
+        ]))?;
+    }
     let previous = std::fs::read_to_string(STATS_SYSCTL).context("reading bpf_stats_enabled")?;
     let result = measure();
     let _ = std::fs::write(STATS_SYSCTL, previous.trim());
@@ -423,7 +429,10 @@ struct ReleaseAgent {
 
 impl ReleaseAgent {
     fn start(ns: &Netns, config: &Path, dir: &Path) -> Result<Self> {
-        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/connlog-agent");
+        let bin = std::env::var_os(AGENT_ENV).map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/connlog-agent"),
+            std::path::PathBuf::from,
+        );
         let log_path = dir.join("agent.log");
         let log = std::fs::File::create(&log_path)?;
         let child = ns
