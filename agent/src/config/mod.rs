@@ -24,7 +24,7 @@ pub use function::FunctionConfig;
 pub use listener::{ListenerConfig, SniCertificate, Tenant};
 pub use metrics::MetricsConfig;
 pub use mtls::{AccessRules, KeyType, MtlsConfig, MtlsMode};
-pub use probe::ProbeConfig;
+pub use probe::{BenchPrograms, ProbeConfig};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]

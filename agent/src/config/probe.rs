@@ -9,7 +9,7 @@
 //! ring_bytes = 1048576          # kernel ring buffer (power of two, ≥ 4096)
 //! max_pending = 65536           # kernel LRU table: attempts between SYN and outcome
 //! channel_capacity = 4096       # TcpEvents queued for the consumer
-//! attach_empty_classifier = false  # benchmark aid: the floor for `cargo xtask bench kernel`
+//! benchmark = "none"            # "floors" / "empty": aids for `cargo xtask bench kernel` only
 //! ```
 
 use std::time::Duration;
@@ -32,9 +32,25 @@ pub struct ProbeConfig {
     /// evicted and counted). At most `u32::MAX`.
     pub max_pending: usize,
     pub channel_capacity: usize,
-    /// Also attach an empty classifier next to the probe's TC programs, so
-    /// `cargo xtask bench kernel` measures the floor in the same run.
-    pub attach_empty_classifier: bool,
+    /// What `cargo xtask bench kernel` attaches besides (or instead of) the
+    /// probe's programs.
+    pub benchmark: BenchPrograms,
+}
+
+/// Benchmark aids (`[probe] benchmark`), for `cargo xtask bench kernel`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchPrograms {
+    /// The probe's programs only: production.
+    #[default]
+    None,
+    /// The probe's programs, plus empty classifiers (ingress and egress) and
+    /// a classifier that only updates a hash map per SYN, on the same
+    /// interfaces: the floors of its run times.
+    Floors,
+    /// Only empty programs, on every hook the probe uses (TC ingress and
+    /// egress, its tp_btf tracepoints): the floor of the connect rate.
+    Empty,
 }
 
 impl Default for ProbeConfig {
@@ -47,7 +63,7 @@ impl Default for ProbeConfig {
             ring_bytes: 1 << 20,
             max_pending: 65_536,
             channel_capacity: 4_096,
-            attach_empty_classifier: false,
+            benchmark: BenchPrograms::None,
         }
     }
 }
@@ -64,7 +80,7 @@ pub(super) struct RawProbe {
     max_pending: Option<usize>,
     channel_capacity: Option<usize>,
     #[serde(default)]
-    attach_empty_classifier: bool,
+    benchmark: BenchPrograms,
 }
 
 impl RawProbe {
@@ -122,7 +138,7 @@ impl RawProbe {
                 self.channel_capacity,
                 d.channel_capacity,
             )?,
-            attach_empty_classifier: self.attach_empty_classifier,
+            benchmark: self.benchmark,
         })
     }
 }
@@ -160,9 +176,10 @@ mod tests {
     fn parses_every_key() {
         let p = probe(
             "[probe]\nenabled = false\ninterfaces = [\"lo\"]\nports = [8443]\nsyn_timeout = \"250ms\"\n\
-             ring_bytes = 8192\nmax_pending = 10\nchannel_capacity = 5\n",
+             ring_bytes = 8192\nmax_pending = 10\nchannel_capacity = 5\nbenchmark = \"empty\"\n",
         )
         .unwrap();
+        assert_eq!(p.benchmark, BenchPrograms::Empty);
         assert!(!p.enabled);
         assert_eq!(p.interfaces, Some(vec!["lo".to_string()]));
         assert_eq!(p.ports, [8443]);

@@ -11,13 +11,23 @@ use super::tracker::timeout;
 use crate::{FailureCode, MonoNanos, TcpEvent, TcpFailureDetail, Tuple};
 
 /// Decodes one record; `None` for a short record or an unknown kind/family.
+#[cfg(test)]
 pub(crate) fn decode(bytes: &[u8], rst_reasons: &HashMap<u32, String>) -> Option<TcpEvent> {
+    event(&parse(bytes)?, rst_reasons)
+}
+
+/// One record as the kernel wrote it; `None` if it is short.
+pub(crate) fn parse(bytes: &[u8]) -> Option<RawEvent> {
     if bytes.len() < size_of::<RawEvent>() {
         return None;
     }
     // SAFETY: the length is checked above; RawEvent is Pod (any bytes are
     // valid) and read_unaligned has no alignment requirement.
-    let ev: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
+
+/// The event a record reports; `None` for an unknown kind or family.
+pub(crate) fn event(ev: &RawEvent, rst_reasons: &HashMap<u32, String>) -> Option<TcpEvent> {
     let tuple = tuple_of(&ev.tuple)?;
     let at = MonoNanos(ev.ts);
     let syn_at = (ev.syn_at != 0).then_some(MonoNanos(ev.syn_at));

@@ -77,6 +77,7 @@ pub(crate) fn facts(btf: &Btf) -> Result<KernelFacts, ProbeError> {
         kfree_skb_reason_arg,
         kfree_skb_rx_sk_arg,
         wakeup_bytes: 0,
+        syn_timeout_ns: 0,
     };
     let rst_reasons = btf
         .enum_values("sk_rst_reason")?

@@ -13,7 +13,7 @@ use connlog_common::{Attempt, AttemptKey, names};
 use super::btf::Btf;
 use super::kernel::{self, KernelFacts};
 use super::{ProbeError, checks, link};
-use crate::config::ProbeConfig;
+use crate::config::{BenchPrograms, ProbeConfig};
 
 /// The object built by `build.rs` (aya-build → OUT_DIR/connlog-ebpf).
 pub(crate) static OBJECT: &[u8] =
@@ -26,15 +26,27 @@ const TRACEPOINTS: [(&str, &str); 4] = [
     ("connlog_send_reset", "tcp_send_reset"),
     ("connlog_kfree_skb", "kfree_skb"),
 ];
+/// Empty programs on the same tracepoints (`benchmark = "empty"`, and
+/// next to the probe's with `"floors"`).
+const EMPTY_TRACEPOINTS: [(&str, &str); 4] = [
+    ("connlog_empty_set_state", "inet_sock_set_state"),
+    ("connlog_empty_receive_reset", "tcp_receive_reset"),
+    ("connlog_empty_send_reset", "tcp_send_reset"),
+    ("connlog_empty_kfree_skb", "kfree_skb"),
+];
 pub(crate) const TC_INGRESS: &str = "connlog_tc_ingress";
 pub(crate) const TC_EGRESS: &str = "connlog_tc_egress";
 /// For devices without a link-layer header (tun, wireguard): attached in
 /// place of the two above on those interfaces.
 pub(crate) const TC_INGRESS_L3: &str = "connlog_tc_ingress_l3";
 pub(crate) const TC_EGRESS_L3: &str = "connlog_tc_egress_l3";
-/// Does nothing: attached only for benchmarks (`attach_empty_classifier`).
+/// Do nothing: attached only for benchmarks (`[probe] benchmark`).
 pub(crate) const TC_EMPTY: &str = "connlog_tc_empty";
 pub(crate) const TC_EMPTY_EGRESS: &str = "connlog_tc_empty_egress";
+/// One hash-map insert per SYN, and its delete: attached only with
+/// `benchmark = "floors"`.
+pub(crate) const TC_SYN_UPDATE: &str = "connlog_tc_syn_update";
+pub(crate) const TC_SYN_FORGET: &str = "connlog_tc_syn_forget";
 
 /// TC programs and the directions each is attached in, on every interface.
 type TcPrograms = Vec<(&'static str, &'static [TcAttachType])>;
@@ -58,13 +70,18 @@ pub(crate) fn open(config: &ProbeConfig) -> Result<(Ebpf, KernelFacts), ProbeErr
     let btf = Btf::parse(checks::btf(Path::new(checks::VMLINUX_BTF))?)?;
     let mut facts = kernel::facts(&btf)?;
     facts.globals.wakeup_bytes = config.ring_bytes / 4;
+    facts.globals.syn_timeout_ns = u64::try_from(config.syn_timeout.as_nanos()).unwrap_or(u64::MAX);
+    let max_pending = u32::try_from(config.max_pending).unwrap_or(u32::MAX);
+    let bench_syns = if config.benchmark == BenchPrograms::Floors {
+        max_pending
+    } else {
+        1
+    };
     let ebpf = EbpfLoader::new()
         .override_global(names::GLOBALS, &facts.globals, true)
         .map_max_entries(names::EVENTS, config.ring_bytes)
-        .map_max_entries(
-            names::ATTEMPTS,
-            u32::try_from(config.max_pending).unwrap_or(u32::MAX),
-        )
+        .map_max_entries(names::ATTEMPTS, max_pending)
+        .map_max_entries(names::BENCH_SYNS, bench_syns)
         .load(OBJECT)
         .map_err(ProbeError::Load)?;
     Ok((ebpf, facts))
@@ -139,7 +156,12 @@ pub(crate) fn load(
         name: "btf",
         reason: e.to_string(),
     })?;
-    for (program, tracepoint) in TRACEPOINTS {
+    let tracepoints: &[(&str, &str)] = match config.benchmark {
+        BenchPrograms::None => &TRACEPOINTS,
+        BenchPrograms::Floors => &[TRACEPOINTS, EMPTY_TRACEPOINTS].concat(),
+        BenchPrograms::Empty => &EMPTY_TRACEPOINTS,
+    };
+    for &(program, tracepoint) in tracepoints {
         let what = || format!("attaching {program} to tp_btf/{tracepoint}");
         let prog: &mut BtfTracePoint =
             program_mut(&mut ebpf, program)?
@@ -158,14 +180,19 @@ pub(crate) fn load(
             source,
         })?;
     }
-    let mut tc: TcPrograms = vec![
-        (TC_INGRESS, &[TcAttachType::Ingress][..]),
-        (TC_EGRESS, &[TcAttachType::Egress][..]),
-    ];
-    if config.attach_empty_classifier {
-        tc.push((TC_EMPTY, &[TcAttachType::Ingress][..]));
-        tc.push((TC_EMPTY_EGRESS, &[TcAttachType::Egress][..]));
-    }
+    let (ingress, egress) = (&[TcAttachType::Ingress][..], &[TcAttachType::Egress][..]);
+    let tc: TcPrograms = match config.benchmark {
+        BenchPrograms::None => vec![(TC_INGRESS, ingress), (TC_EGRESS, egress)],
+        BenchPrograms::Floors => vec![
+            (TC_INGRESS, ingress),
+            (TC_EGRESS, egress),
+            (TC_EMPTY, ingress),
+            (TC_EMPTY_EGRESS, egress),
+            (TC_SYN_UPDATE, ingress),
+            (TC_SYN_FORGET, ingress),
+        ],
+        BenchPrograms::Empty => vec![(TC_EMPTY, ingress), (TC_EMPTY_EGRESS, egress)],
+    };
     // The L3 variants are loaded now too: an L3 interface may appear after
     // the agent dropped the privileges loading needs.
     let variants = [TC_INGRESS_L3, TC_EGRESS_L3];

@@ -8,6 +8,7 @@
 
 mod btf;
 mod checks;
+mod claims;
 mod decode;
 mod event;
 mod hotplug;
@@ -216,7 +217,9 @@ impl LoadedProbe {
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(config.channel_capacity);
         let stop_sweeper = Arc::new(AtomicBool::new(false));
+        let claims = Arc::new(claims::Claims::default());
         let sweeper = sweep::Sweeper {
+            claims: claims.clone(),
             attempts,
             counts,
             tracker: tracker::Tracker::new(config.syn_timeout),
@@ -237,6 +240,8 @@ impl LoadedProbe {
             tx,
             counters: counters.clone(),
             rst_reasons: facts.rst_reasons,
+            claims,
+            syn_timeout: u64::try_from(config.syn_timeout.as_nanos()).unwrap_or(u64::MAX),
         }));
         tracing::info!(interfaces = ?loaded.interfaces(), ports = ?ports, "probe attached");
         let loaded = Arc::new(Mutex::new(loaded));

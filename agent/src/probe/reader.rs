@@ -12,7 +12,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::decode::decode;
+use super::claims::Claims;
+use super::decode::{event, parse};
 use super::{Counters, TcpEvent};
 
 /// The longest an event waits in the ring when the kernel did not wake us.
@@ -23,6 +24,10 @@ pub(crate) struct Reader {
     pub(crate) tx: mpsc::Sender<TcpEvent>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) rst_reasons: HashMap<u32, String>,
+    /// Shared with the sweeper: one report per attempt.
+    pub(crate) claims: Arc<Claims>,
+    /// `syn_timeout` in ns.
+    pub(crate) syn_timeout: u64,
 }
 
 pub(crate) async fn run(r: Reader) {
@@ -31,6 +36,8 @@ pub(crate) async fn run(r: Reader) {
         tx,
         counters,
         rst_reasons,
+        claims,
+        syn_timeout,
     } = r;
     // SAFETY: the RingBuf owns its map fd and keeps it open for as long as
     // the AsyncFd owns the RingBuf; nothing else closes or replaces it.
@@ -48,7 +55,13 @@ pub(crate) async fn run(r: Reader) {
     // false: the consumer is gone.
     let drain = |ring: &mut RingBuf<MapData>| -> bool {
         while let Some(item) = ring.next() {
-            let Some(ev) = decode(&item, &rst_reasons) else {
+            let Some(raw) = parse(&item) else {
+                continue;
+            };
+            if !claims.report(&raw, syn_timeout) {
+                continue;
+            }
+            let Some(ev) = event(&raw, &rst_reasons) else {
                 continue;
             };
             tracing::trace!(?ev, "kernel");

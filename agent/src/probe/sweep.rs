@@ -2,7 +2,9 @@
 //! `syn_timeout / 8` (10 ms – 500 ms), reports the attempts that timed out,
 //! forgets old closed ones and counts what the LRU evicted (rules in
 //! [`super::tracker`]). A thread, not a task: reading a large map is a few
-//! hundred thousand syscalls that must not stall the runtime.
+//! hundred thousand syscalls that must not stall the runtime. It only reads
+//! and deletes entries, never updates one: an update from userspace takes a
+//! fresh LRU node, which in a full table would evict another attempt.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,15 +16,15 @@ use connlog_common::{Attempt, AttemptKey, count};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::claims::Claims;
 use super::decode::tuple_of;
 use super::tracker::{Tracker, Verdict, timeout};
 use super::{Counters, TcpEvent};
 use crate::MonoNanos;
 
-/// `BPF_EXIST`: update only an entry that is still there.
-const BPF_EXIST: u64 = 2;
-
 pub(crate) struct Sweeper {
+    /// Shared with the ring reader: one report per attempt.
+    pub(crate) claims: Arc<Claims>,
     pub(crate) attempts: BpfHashMap<MapData, AttemptKey, Attempt>,
     pub(crate) counts: PerCpuArray<MapData, u64>,
     pub(crate) tracker: Tracker,
@@ -55,6 +57,11 @@ impl Sweeper {
     }
 
     pub(crate) fn sweep(&mut self) {
+        // Before reading: an attempt judged timed out was read after its
+        // deadline, so a failure the kernel reported before the deadline
+        // shows in what we read (closed), and after it the kernel reports
+        // none.
+        let now = MonoNanos::now();
         let inserted = self.kernel_count(count::INSERTED);
         let mut seen = HashSet::new();
         let mut entries = Vec::new();
@@ -71,8 +78,8 @@ impl Sweeper {
                 }
             }
         }
-        let now = MonoNanos::now();
         let mut live = entries.len() as u64;
+        let mut timed_out = HashSet::new();
         for (key, attempt) in entries {
             match self.tracker.judge(now, &attempt) {
                 Verdict::Keep => {}
@@ -82,21 +89,17 @@ impl Sweeper {
                         live -= 1;
                     }
                 }
-                Verdict::TimedOut(closed) => {
-                    // Gone meanwhile (ESTABLISHED, evicted): nothing to
-                    // report. An update from userspace takes a fresh LRU
-                    // node, so in a full table it evicts another entry
-                    // (counted like any eviction).
-                    if self.attempts.insert(key, closed, BPF_EXIST).is_err() {
-                        live -= 1;
-                        continue;
-                    }
-                    if let Some(tuple) = tuple_of(&key) {
+                Verdict::TimedOut => {
+                    timed_out.insert((key, attempt.syn_at));
+                    if self.claims.claim(&key, attempt.syn_at)
+                        && let Some(tuple) = tuple_of(&key)
+                    {
                         self.send(timeout(tuple, attempt.syn_at, attempt.synacks, now));
                     }
                 }
             }
         }
+        self.claims.retain(&timed_out);
         let removed = self.kernel_count(count::REMOVED);
         self.tracker.account(inserted, removed, live);
         self.counters

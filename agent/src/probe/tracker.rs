@@ -2,10 +2,12 @@
 //! attempt between its SYN and its outcome in the `ATTEMPTS` LRU map (see
 //! `connlog-ebpf/src/attempt.rs`); the agent sweeps it:
 //!
-//! - a pending attempt older than `syn_timeout` is reported as a
-//!   `TcpTimeout` and marked closed (kept, so that the client's SYN
-//!   retransmissions, same ISN, do not open a new attempt);
-//! - a closed attempt is forgotten [`REMEMBER_CLOSED`] after it closed;
+//! - a pending attempt older than `syn_timeout` is reported once as a
+//!   `TcpTimeout` (`super::claims`); it stays in the map, unchanged, so
+//!   that the client's SYN retransmissions, same ISN, do not open a new
+//!   attempt, and the kernel no longer reports its failures;
+//! - a closed attempt is forgotten [`REMEMBER_CLOSED`] after it closed, a
+//!   timed-out one [`REMEMBER_CLOSED`] after its timeout;
 //! - what the LRU evicted is counted: the kernel counts the keys it inserted
 //!   and removed, the agent those it forgot, the rest of the difference to
 //!   what is still in the map was evicted.
@@ -24,8 +26,8 @@ pub(crate) const REMEMBER_CLOSED: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Keep,
-    /// Report a timeout and write back this value (closed now).
-    TimedOut(Attempt),
+    /// Pending past `syn_timeout`: report a timeout unless already done.
+    TimedOut,
     Forget,
 }
 
@@ -59,11 +61,12 @@ impl Tracker {
             }
             return Verdict::Keep;
         }
-        if now.0.saturating_sub(a.syn_at) >= self.syn_timeout {
-            return Verdict::TimedOut(Attempt {
-                closed_at: now.0.max(1),
-                ..*a
-            });
+        let age = now.0.saturating_sub(a.syn_at);
+        if age >= self.syn_timeout.saturating_add(self.remember) {
+            return Verdict::Forget;
+        }
+        if age >= self.syn_timeout {
+            return Verdict::TimedOut;
         }
         Verdict::Keep
     }
@@ -130,19 +133,19 @@ mod tests {
         let tr = Tracker::new(Duration::from_millis(100));
         let a = pending(10 * MS, 2);
         assert_eq!(tr.judge(MonoNanos(109 * MS), &a), Verdict::Keep);
-        let Verdict::TimedOut(closed) = tr.judge(MonoNanos(110 * MS), &a) else {
-            panic!("not timed out");
-        };
-        assert_eq!(
-            closed,
-            Attempt {
-                closed_at: 110 * MS,
-                ..a
-            }
-        );
-        // Closed: kept (its ISN remembered) until REMEMBER_CLOSED passed.
-        assert_eq!(tr.judge(MonoNanos(111 * MS), &closed), Verdict::Keep);
+        assert_eq!(tr.judge(MonoNanos(110 * MS), &a), Verdict::TimedOut);
+        // Timed out: kept (its ISN remembered) until REMEMBER_CLOSED passed
+        // after its timeout; the sweeper reports it once (claims).
         let later = 110 * MS + nanos(REMEMBER_CLOSED);
+        assert_eq!(tr.judge(MonoNanos(later - 1), &a), Verdict::TimedOut);
+        assert_eq!(tr.judge(MonoNanos(later), &a), Verdict::Forget);
+        // Closed by the kernel: kept until REMEMBER_CLOSED after it closed.
+        let closed = Attempt {
+            closed_at: 50 * MS,
+            ..a
+        };
+        assert_eq!(tr.judge(MonoNanos(111 * MS), &closed), Verdict::Keep);
+        let later = 50 * MS + nanos(REMEMBER_CLOSED);
         assert_eq!(tr.judge(MonoNanos(later - 1), &closed), Verdict::Keep);
         assert_eq!(tr.judge(MonoNanos(later), &closed), Verdict::Forget);
     }

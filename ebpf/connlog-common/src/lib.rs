@@ -21,6 +21,9 @@ pub mod names {
     pub const ATTEMPTS: &str = "ATTEMPTS";
     /// Per-CPU array of `u64` indexed by [`super::count`].
     pub const ATTEMPT_COUNTS: &str = "ATTEMPT_COUNTS";
+    /// LRU hash [`super::AttemptKey`] → [`super::Attempt`] of the benchmark
+    /// program `connlog_tc_syn_update`: one entry unless it is attached.
+    pub const BENCH_SYNS: &str = "BENCH_SYNS";
     /// The read-only global holding [`super::Globals`].
     pub const GLOBALS: &str = "GLOBALS";
 }
@@ -82,10 +85,12 @@ pub struct AttemptKey {
 pub struct Attempt {
     /// `bpf_ktime_get_ns()` when the attempt's first SYN arrived.
     pub syn_at: u64,
-    /// 0 while the attempt is pending; else when its outcome was reported
-    /// (by the kernel, or by the agent for a timeout). A closed attempt is
-    /// kept so that the client's retransmitted SYNs (same ISN) are not taken
-    /// for a new attempt.
+    /// 0 while the attempt is pending; else when the kernel reported its
+    /// outcome. A closed attempt, like a pending one past `syn_timeout`
+    /// (which the agent reports), is kept so that the client's retransmitted
+    /// SYNs (same ISN) are not taken for a new attempt. The agent never
+    /// writes this map: an update from userspace takes a fresh LRU node,
+    /// which in a full table evicts another attempt.
     pub closed_at: u64,
     /// The client's initial sequence number.
     pub isn: u32,
@@ -149,13 +154,17 @@ pub struct Globals {
     /// Wake the ring's reader each time the pending data crosses a
     /// multiple of this many bytes (the reader also drains on a timer).
     pub wakeup_bytes: u32,
+    /// `[probe] syn_timeout` in ns: an attempt pending that long is the
+    /// agent's to report (as a timeout); the kernel no longer reports its
+    /// failures. 0: no limit.
+    pub syn_timeout_ns: u64,
 }
 
 // No implicit padding: the sizes are the sums of the fields.
 const _: () = assert!(core::mem::size_of::<AttemptKey>() == 16 + 16 + 2 + 2 + 1 + 3);
 const _: () = assert!(core::mem::size_of::<Attempt>() == 8 + 8 + 4 + 4);
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 8 + 8 + 8 + 40 + 1 + 3 + 4 + 4 + 4);
-const _: () = assert!(core::mem::size_of::<Globals>() == 14 * 4);
+const _: () = assert!(core::mem::size_of::<Globals>() == 14 * 4 + 8);
 
 #[cfg(feature = "user")]
 mod user {

@@ -6,11 +6,13 @@
 use aya_ebpf::bindings::BPF_NOEXIST;
 use connlog_common::{Attempt, AttemptKey, RawEvent, count, kind};
 
-use crate::emit::{ATTEMPTS, emit};
+use crate::emit::{ATTEMPTS, emit, globals};
 
 /// A SYN arrived (TC ingress). The same ISN again is a retransmission of a
 /// known attempt, pending or closed: nothing changes. A new ISN starts a new
-/// attempt; if the old one was still pending it is reported as superseded.
+/// attempt; if the old one was still pending it is reported as superseded
+/// (past `syn_timeout`, the agent may have reported it already: it drops
+/// the second report, see the agent's `probe::claims`).
 /// No attempt is opened on a tuple a connected socket owns (`connected`,
 /// asked only then): the kernel answers such a SYN with a challenge ACK.
 #[inline(always)]
@@ -52,8 +54,10 @@ pub(crate) fn synack(key: &AttemptKey) {
     }
 }
 
-/// The attempt failed (`kind`): reported once, if it is pending; it stays
-/// in the map, closed.
+/// The attempt failed (`kind`): reported once, if it is pending and not yet
+/// past `syn_timeout` (then it is the agent's sweep that reports it, as a
+/// timeout: one report per attempt, whichever comes first); it stays in the
+/// map, closed.
 #[inline(always)]
 pub(crate) fn fail(key: &AttemptKey, kind: u8, at: u64, reason: u32) {
     let Some(a) = ATTEMPTS.get_ptr_mut(key) else {
@@ -62,6 +66,10 @@ pub(crate) fn fail(key: &AttemptKey, kind: u8, at: u64, reason: u32) {
     // SAFETY: as in `syn`.
     let a = unsafe { &mut *a };
     if a.closed_at != 0 {
+        return;
+    }
+    let timeout = globals().syn_timeout_ns;
+    if timeout != 0 && at.saturating_sub(a.syn_at) >= timeout {
         return;
     }
     a.closed_at = at;

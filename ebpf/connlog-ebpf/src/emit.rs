@@ -46,6 +46,7 @@ static GLOBALS: Globals = Globals {
     kfree_skb_reason_arg: 0,
     kfree_skb_rx_sk_arg: 0,
     wakeup_bytes: 0,
+    syn_timeout_ns: 0,
 };
 
 #[inline(always)]

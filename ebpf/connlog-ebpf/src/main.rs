@@ -12,6 +12,8 @@
 #[cfg(target_arch = "bpf")]
 mod attempt;
 #[cfg(target_arch = "bpf")]
+mod bench;
+#[cfg(target_arch = "bpf")]
 mod emit;
 #[cfg(target_arch = "bpf")]
 mod owner;

@@ -63,6 +63,9 @@ fn be16(p: *const u8, i: usize) -> u16 {
 /// takes (callers test `flags` before anything costlier).
 #[inline(always)]
 pub(crate) fn tcp_headers<const ETH: bool>(data: usize, end: usize) -> Option<Headers> {
+    if let Some(h) = plain_ipv4::<ETH>(data, end) {
+        return Some(h);
+    }
     let (family, l3) = if ETH {
         ethernet(data, end)?
     } else {
@@ -89,6 +92,27 @@ pub(crate) fn tcp_headers<const ETH: bool>(data: usize, end: usize) -> Option<He
         family,
         l3,
         l4,
+    })
+}
+
+/// The common case at fixed offsets, one bounds check: IPv4 without
+/// options or VLAN tag, a first (or only) fragment, TCP. `None` sends the
+/// frame through the general parser, which also handles what this refuses.
+#[inline(always)]
+fn plain_ipv4<const ETH: bool>(data: usize, end: usize) -> Option<Headers> {
+    let l3 = if ETH { ETH_HLEN } else { 0 };
+    let p = at(data, end, 0, l3 + 40)?;
+    if ETH && be16(p, 12) != ETH_P_IP {
+        return None;
+    }
+    if byte(p, l3) != 0x45 || byte(p, l3 + 9) != IPPROTO_TCP || be16(p, l3 + 6) & 0x1fff != 0 {
+        return None;
+    }
+    Some(Headers {
+        flags: byte(p, l3 + 33),
+        family: FAMILY_V4,
+        l3,
+        l4: l3 + 20,
     })
 }
 

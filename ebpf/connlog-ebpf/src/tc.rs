@@ -20,7 +20,7 @@ use crate::packet::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, port, tcp_headers, tuple
 use crate::{attempt, owner};
 
 /// `TC_ACT_UNSPEC`, tcx's `TCX_NEXT`.
-const NEXT: i32 = -1;
+pub(crate) const NEXT: i32 = -1;
 
 #[classifier]
 pub fn connlog_tc_ingress(ctx: TcContext) -> i32 {
@@ -43,18 +43,6 @@ pub fn connlog_tc_ingress_l3(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn connlog_tc_egress_l3(ctx: TcContext) -> i32 {
     egress::<false>(&ctx);
-    NEXT
-}
-
-/// Empty classifiers, one per direction: the floors for `cargo xtask bench
-/// kernel` (ingress and egress runs do not cost the same).
-#[classifier]
-pub fn connlog_tc_empty(_ctx: TcContext) -> i32 {
-    NEXT
-}
-
-#[classifier]
-pub fn connlog_tc_empty_egress(_ctx: TcContext) -> i32 {
     NEXT
 }
 

@@ -10,6 +10,7 @@ use connlog_common::kind;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::probe::claims::Claims;
 use crate::probe::sweep::Sweeper;
 use crate::probe::tracker::Tracker;
 use crate::probe::{Counters, TcpEvent, TcpFailureDetail};
@@ -86,7 +87,9 @@ fn the_table_is_bounded_and_evictions_are_counted() {
     let counters = Arc::new(Counters::default());
     let (tx, mut rx) = mpsc::channel(1024);
     let syn_timeout = Duration::from_millis(1);
+    let claims = Arc::new(Claims::default());
     let mut sweeper = Sweeper {
+        claims: claims.clone(),
         attempts,
         counts,
         tracker: Tracker::new(syn_timeout),
@@ -104,14 +107,12 @@ fn the_table_is_bounded_and_evictions_are_counted() {
     while let Ok(ev) = rx.try_recv() {
         timeouts.push(ev);
     }
-    // Every survivor is reported once. Marking one closed takes a fresh LRU
-    // node, which in a full table evicts another entry: those are counted,
-    // never reported.
-    assert_eq!(timeouts.len() as u64, tracked);
-    assert!(
-        (left as u64 / 2..=left as u64).contains(&tracked),
-        "{tracked} of {left}"
-    );
+    // Every survivor is reported once, and the sweep evicted none of them
+    // (it never writes the map: an update from userspace would take a fresh
+    // LRU node and evict another entry of the full table).
+    assert_eq!(timeouts.len(), left);
+    assert_eq!(tracked, left as u64);
+    assert_eq!(entries(&sweeper).len(), left);
     assert_eq!(evicted, u64::from(SYNS) - tracked);
     for ev in &timeouts {
         assert!(
@@ -128,10 +129,39 @@ fn the_table_is_bounded_and_evictions_are_counted() {
             "{ev:?}"
         );
     }
-    // Closed now: a second sweep reports nothing; the counts still add up.
+    // Reported: a second sweep reports nothing; the counts still add up.
     sweeper.sweep();
     assert!(rx.try_recv().is_err());
     let evicted = counters.table_full.load(Ordering::Relaxed);
     let tracked = counters.tracked.load(Ordering::Relaxed);
     assert_eq!(evicted + tracked, u64::from(SYNS));
+
+    // A new ISN on a timed-out attempt: the kernel still reports the old
+    // attempt as superseded, and the reader drops that second report.
+    let Some((key, old)) = entries(&sweeper).into_iter().next() else {
+        panic!("no attempt left");
+    };
+    let client_port = key.client_port;
+    let frame = v4(C4, S4, 6, 0, &tcp(client_port, WATCHED, old.isn + 1, SYN));
+    let ev = h.run(TC_INGRESS, &frame);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        (ev[0].kind, ev[0].tuple, ev[0].syn_at),
+        (kind::SUPERSEDED, key, old.syn_at)
+    );
+    let timeout_ns = syn_timeout.as_nanos() as u64;
+    assert!(!claims.report(&ev[0], timeout_ns));
+    // The new attempt on that tuple times out and is reported in its turn.
+    std::thread::sleep(syn_timeout);
+    sweeper.sweep();
+    let Ok(TcpEvent::Failed { syn_at, .. }) = rx.try_recv() else {
+        panic!("the new attempt was not reported");
+    };
+    assert!(syn_at.is_some_and(|s| s.0 > old.syn_at));
+    assert!(rx.try_recv().is_err());
+}
+
+/// The attempt table as the sweeper holds it.
+fn entries(sweeper: &Sweeper) -> Vec<(AttemptKey, Attempt)> {
+    sweeper.attempts.iter().map(Result::unwrap).collect()
 }
