@@ -34,6 +34,11 @@ struct Args {
     print_events: bool,
 }
 
+/// mimalloc instead of glibc's malloc: a handshake allocates and frees
+/// many small buffers (rustls messages, certificate fields).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -119,7 +124,24 @@ async fn serve(
             export.send(record);
         },
     ));
-    let (tx, mut rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
+    // Outcomes go straight to the joiner; with `--print-events` through a
+    // printer task first (one more hop per connection only then).
+    let (tx, printer) = if print {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
+        let printer = tokio::spawn(async move {
+            while let Some(outcome) = rx.recv().await {
+                if let Err(e) = print_json_line(&outcome) {
+                    error!(error = %e, "printing events");
+                }
+                if join_tx.send(outcome).await.is_err() {
+                    break;
+                }
+            }
+        });
+        (tx, Some(printer))
+    } else {
+        (join_tx, None)
+    };
     let shutdown = CancellationToken::new();
     let running = terminator
         .serve(bound, tx, shutdown.clone())
@@ -135,16 +157,6 @@ async fn serve(
         };
         tokio::spawn(endpoint.serve(sources, shutdown.clone()));
     }
-    let printer = tokio::spawn(async move {
-        while let Some(outcome) = rx.recv().await {
-            if print && let Err(e) = print_json_line(&outcome) {
-                error!(error = %e, "printing events");
-            }
-            if join_tx.send(outcome).await.is_err() {
-                break;
-            }
-        }
-    });
     // Handlers first: "ready" promises that SIGHUP / SIGTERM are handled.
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -171,9 +183,10 @@ async fn serve(
         drop(probe);
     }
     // Outcomes of the drained connections are still printed and joined.
-    if tokio::time::timeout(Duration::from_secs(5), printer)
-        .await
-        .is_err()
+    if let Some(printer) = printer
+        && tokio::time::timeout(Duration::from_secs(5), printer)
+            .await
+            .is_err()
     {
         info!("outcome printer did not finish");
     }

@@ -148,6 +148,7 @@ where
         a_to_b: Direction::default(),
         b_to_a: Direction::default(),
         idle,
+        last_moved: Instant::now(),
         timer: Box::pin(tokio::time::sleep(idle)),
     }
 }
@@ -158,6 +159,10 @@ struct Bidirectional<'s, A: ?Sized, B: ?Sized> {
     a_to_b: Direction,
     b_to_a: Direction,
     idle: Duration,
+    /// When bytes last moved. The timer is only moved forward when it
+    /// fires early (not on every read), which keeps the timer wheel out of
+    /// the copy loop.
+    last_moved: Instant,
     timer: Pin<Box<Sleep>>,
 }
 
@@ -190,10 +195,14 @@ where
             }));
         }
         if moved {
-            this.timer.as_mut().reset(Instant::now() + this.idle);
+            this.last_moved = Instant::now();
         }
-        if this.timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        while this.timer.as_mut().poll(cx).is_ready() {
+            let due = this.last_moved + this.idle;
+            if due <= Instant::now() {
+                return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+            }
+            this.timer.as_mut().reset(due);
         }
         Poll::Pending
     }
@@ -237,6 +246,27 @@ mod tests {
                 b_to_a: 5
             }
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn traffic_keeps_the_copy_alive_past_idle() {
+        let (mut a_outer, mut a) = tokio::io::duplex(64);
+        let (mut b, mut b_outer) = tokio::io::duplex(64);
+        let idle = Duration::from_secs(30);
+        let task = tokio::spawn(async move { bidirectional(&mut a, &mut b, idle).await });
+        // A byte every 20 s for 100 s: never 30 s without traffic.
+        let mut got = [0u8; 1];
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            a_outer.write_all(b"x").await.unwrap();
+            b_outer.read_exact(&mut got).await.unwrap();
+        }
+        assert!(!task.is_finished());
+        // Then silence: timed out 30 s after the last byte, not before.
+        let last = tokio::time::Instant::now();
+        let err = task.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(last.elapsed(), idle);
     }
 
     #[tokio::test(start_paused = true)]

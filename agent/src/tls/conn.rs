@@ -7,6 +7,7 @@
 //! `handshake_timeout`.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, warn};
 
@@ -50,14 +51,17 @@ impl Sink {
 }
 
 /// Drives one connection to its outcome, then proxies it if accepted.
+/// `local` is the accepted socket's local address when the listener
+/// already knows it (bound to one address), else it is asked for.
 pub(crate) async fn handle(
     listener: Arc<Listener>,
     stream: TcpStream,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     sink: Sink,
 ) {
     let accepted_at = MonoNanos::now();
-    let local = stream.local_addr().unwrap_or(peer);
+    let local = local.unwrap_or_else(|| stream.local_addr().unwrap_or(peer));
     let cookie = rustix::net::sockopt::socket_cookie(&stream).ok();
     let state = listener.state();
     let cfg = &listener.cfg;
@@ -67,15 +71,18 @@ pub(crate) async fn handle(
         cfg.distribution_id.clone(),
         accepted_at,
     );
-    let _ = stream.set_nodelay(true);
-    let deadline = Instant::now() + cfg.handshake_timeout;
+    // TCP_NODELAY is inherited from the listening socket.
+    // One timer bounds the whole handshake, first byte included.
+    let mut deadline = Box::pin(tokio::time::sleep(cfg.handshake_timeout));
 
     // The first byte starts tlsHandshakeDuration. `peek` waits for real
-    // data (or EOF / RST, which the acceptor then classifies).
+    // data (or EOF / RST, which the acceptor then classifies). (Socket
+    // readiness alone is not enough: it can come before any byte, and a
+    // connection past this point holds the acceptor's buffers.)
     let mut probe = [0u8; 1];
-    if tokio::time::timeout_at(deadline, stream.peek(&mut probe))
+    if before(&mut deadline, stream.peek(&mut probe))
         .await
-        .is_err()
+        .is_none()
     {
         fail(
             &mut out,
@@ -93,6 +100,18 @@ pub(crate) async fn handle(
     .await;
 }
 
+/// `fut`'s output, or `None` when `deadline` passes first.
+async fn before<F: std::future::Future>(
+    deadline: &mut Pin<Box<Sleep>>,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        out = fut => Some(out),
+        () = deadline.as_mut() => None,
+    }
+}
+
 fn fail(out: &mut TlsOutcome, f: Failure, first_byte: Option<Instant>) {
     out.status = Status::Failed(f.code);
     out.detail = f.detail;
@@ -106,14 +125,14 @@ async fn after_first_byte(
     state: Arc<ListenerState>,
     stream: TcpStream,
     mut out: TlsOutcome,
-    deadline: Instant,
+    mut deadline: Pin<Box<Sleep>>,
     first_byte: Instant,
     sink: Sink,
 ) {
     let cfg = &listener.cfg;
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
-    let start = match tokio::time::timeout_at(deadline, acceptor).await {
-        Err(_) => {
+    let start = match before(&mut deadline, acceptor).await {
+        None => {
             fail(
                 &mut out,
                 Failure::new(FailureCode::TcpTimeout, "no-client-hello"),
@@ -121,11 +140,11 @@ async fn after_first_byte(
             );
             return sink.emit(out);
         }
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             fail(&mut out, classify::io_failure(&e), Some(first_byte));
             return sink.emit(out);
         }
-        Ok(Ok(start)) => start,
+        Some(Ok(start)) => start,
     };
     let hello = start.client_hello();
     out.sni = hello.server_name().map(str::to_string);
@@ -137,7 +156,8 @@ async fn after_first_byte(
     );
 
     let handshake = start.into_stream(state.server_config.clone());
-    let (result, capture) = policy::capturing(tokio::time::timeout_at(deadline, handshake)).await;
+    let (result, capture) = policy::capturing(before(&mut deadline, handshake)).await;
+    drop(deadline);
     let policy::Capture {
         chain: captured,
         code: refused,
@@ -145,7 +165,7 @@ async fn after_first_byte(
     } = capture;
     out.cert = cert;
     let mut tls = match result {
-        Err(_) => {
+        None => {
             fail(
                 &mut out,
                 Failure::new(FailureCode::TcpTimeout, "handshake-timeout"),
@@ -153,7 +173,7 @@ async fn after_first_byte(
             );
             return sink.emit(out);
         }
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             // The policy's own verdict is authoritative (SPEC.md precedence).
             let failure = match refused {
                 Some(code) => Failure::new(code, e.to_string()),
@@ -167,7 +187,7 @@ async fn after_first_byte(
             fail(&mut out, failure, Some(first_byte));
             return sink.emit(out);
         }
-        Ok(Ok(tls)) => tls,
+        Some(Ok(tls)) => tls,
     };
     out.handshake_ms = Some(millis(first_byte.elapsed()));
     let chain: Vec<Vec<u8>> = {
@@ -254,7 +274,22 @@ async fn after_first_byte(
     sink.emit(out);
     drop(chain);
     drop(state);
-    match proxy::run(&mut tls, upstream, header, cfg.idle_timeout).await {
+    // The client's first bytes often arrive with its Finished and are
+    // already decrypted (a call that only reports what is buffered).
+    let client_data_ready = tls
+        .get_mut()
+        .1
+        .process_new_packets()
+        .is_ok_and(|io| io.plaintext_bytes_to_read() > 0);
+    match proxy::run(
+        &mut tls,
+        upstream,
+        header,
+        client_data_ready,
+        cfg.idle_timeout,
+    )
+    .await
+    {
         Ok(copied) => {
             debug!(%client, %id, up = copied.a_to_b, down = copied.b_to_a, "proxied connection closed")
         }
