@@ -2,6 +2,7 @@
 //! record counts as written by a sink once that sink wrote it, so a batch
 //! retried after a partial failure is written once by every sink.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hasher};
 use std::time::{Duration, Instant};
@@ -64,10 +65,10 @@ impl Dedup {
 
     pub(crate) fn mark(&mut self, key: u64, sink: usize, now: Instant) {
         let bit = 1u64 << sink.min(63);
-        match self.written.get_mut(&key) {
-            Some(bits) => *bits |= bit,
-            None => {
-                self.written.insert(key, bit);
+        match self.written.entry(key) {
+            Entry::Occupied(mut bits) => *bits.get_mut() |= bit,
+            Entry::Vacant(slot) => {
+                slot.insert(bit);
                 self.order.push_back((now, key));
             }
         }

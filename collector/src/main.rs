@@ -9,6 +9,7 @@ mod journal;
 mod observe;
 mod serve;
 mod server;
+mod ship;
 mod sink;
 mod writer;
 

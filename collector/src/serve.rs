@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use connlog_proto::v1::collector_server::CollectorServer;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -14,6 +13,7 @@ use crate::config::{Config, Fsync, SinkConfig, TlsFiles};
 use crate::dedup::Dedup;
 use crate::journal::Journal;
 use crate::server::Service;
+use crate::ship::{BatchPool, Routes};
 use crate::sink::Sink;
 use crate::writer::{Job, Writer};
 
@@ -44,7 +44,8 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         ),
         None => None,
     };
-    let writer = Writer::new(sinks, dedup, journal, observers.clone());
+    let pool = BatchPool::default();
+    let writer = Writer::new(sinks, dedup, journal, observers.clone(), pool.clone());
     let writer_thread = std::thread::Builder::new()
         .name("connlog-writer".into())
         .spawn(move || writer.run(jobs_rx))
@@ -64,12 +65,15 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         })
     };
 
-    let service = CollectorServer::new(Service {
-        jobs: jobs.clone(),
-        observers,
-        max_batch_records: cfg.max_batch_records,
-    })
-    .max_decoding_message_size(cfg.max_message_bytes);
+    let service = Routes::new(
+        Service {
+            jobs: jobs.clone(),
+            observers,
+            max_batch_records: cfg.max_batch_records,
+        },
+        cfg.max_message_bytes,
+        pool,
+    );
     // Large HTTP/2 windows: an agent's batch is about a megabyte, and the
     // default 64 KiB window would stall it on window updates.
     let mut builder = Server::builder()

@@ -10,6 +10,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::dedup::{Dedup, KeySet};
 use crate::journal::Journal;
+use crate::ship::BatchPool;
 use crate::sink::{Sink, SinkError};
 
 /// What the writer thread is asked to do.
@@ -30,6 +31,8 @@ pub(crate) struct Writer {
     dedup: Dedup,
     journal: Option<Journal>,
     observers: broadcast::Sender<Arc<ConnectionRecord>>,
+    /// Where written batches' records go to be decoded into again.
+    pool: BatchPool,
 }
 
 impl Writer {
@@ -38,12 +41,14 @@ impl Writer {
         dedup: Dedup,
         journal: Option<Journal>,
         observers: broadcast::Sender<Arc<ConnectionRecord>>,
+        pool: BatchPool,
     ) -> Self {
         Self {
             sinks,
             dedup,
             journal,
             observers,
+            pool,
         }
     }
 
@@ -59,8 +64,9 @@ impl Writer {
         while let Some(job) = jobs.blocking_recv() {
             match job {
                 Job::Write { records, done } => {
-                    let result = self.write(records);
+                    let result = self.write(&records);
                     let _ = done.send(result);
+                    self.pool.give(records);
                 }
                 Job::Tick => {
                     let now = Instant::now();
@@ -81,7 +87,7 @@ impl Writer {
         tracing::info!("all files finalised");
     }
 
-    fn write(&mut self, records: Vec<ConnectionRecord>) -> Result<u32, String> {
+    fn write(&mut self, records: &[ConnectionRecord]) -> Result<u32, String> {
         let now = Instant::now();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -90,32 +96,36 @@ impl Writer {
             .iter()
             .map(|r| self.dedup.key(&r.connection_id))
             .collect();
-        // A record repeated inside the batch counts once.
-        let mut first = vec![true; records.len()];
-        let mut seen = KeySet::with_capacity_and_hasher(records.len(), Default::default());
-        for (i, k) in keys.iter().enumerate() {
-            first[i] = seen.insert(*k);
-        }
+        // The sinks that already wrote each record, looked up once; a
+        // record repeated inside the batch counts once (0: not to write).
         let all_sinks = if self.sinks.len() >= 64 {
             u64::MAX
         } else {
             (1u64 << self.sinks.len()) - 1
         };
-        let fresh: Vec<bool> = keys
+        let mut seen = KeySet::with_capacity_and_hasher(records.len(), Default::default());
+        let written: Vec<u64> = keys
             .iter()
-            .zip(&first)
-            .map(|(k, f)| *f && self.dedup.written_by(*k) != all_sinks)
+            .map(|k| {
+                if seen.insert(*k) {
+                    self.dedup.written_by(*k)
+                } else {
+                    all_sinks
+                }
+            })
             .collect();
         let mut failure: Option<SinkError> = None;
+        let mut todo: Vec<usize> = Vec::with_capacity(records.len());
+        let mut refs: Vec<&ConnectionRecord> = Vec::with_capacity(records.len());
         for (index, sink) in self.sinks.iter_mut().enumerate() {
             let bit = 1u64 << index.min(63);
-            let todo: Vec<usize> = (0..records.len())
-                .filter(|&i| first[i] && self.dedup.written_by(keys[i]) & bit == 0)
-                .collect();
-            let refs: Vec<&ConnectionRecord> = todo.iter().map(|&i| &records[i]).collect();
+            todo.clear();
+            todo.extend((0..records.len()).filter(|&i| written[i] & bit == 0));
+            refs.clear();
+            refs.extend(todo.iter().map(|&i| &records[i]));
             match sink.write(&refs) {
                 Ok(()) => {
-                    for i in todo {
+                    for &i in &todo {
                         self.dedup.mark(keys[i], index, now);
                         if let Some(j) = &mut self.journal {
                             j.record(keys[i], index, now_ms);
@@ -138,10 +148,11 @@ impl Writer {
             return Err(err.to_string());
         }
         let mut duplicates = 0u32;
-        for (r, is_fresh) in records.into_iter().zip(fresh) {
-            if is_fresh {
-                if self.observers.receiver_count() > 0 {
-                    let _ = self.observers.send(Arc::new(r));
+        let observed = self.observers.receiver_count() > 0;
+        for (r, w) in records.iter().zip(&written) {
+            if *w != all_sinks {
+                if observed {
+                    let _ = self.observers.send(Arc::new(r.clone()));
                 }
             } else {
                 duplicates += 1;

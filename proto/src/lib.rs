@@ -8,6 +8,7 @@
 
 mod fields;
 mod otlp;
+mod reuse;
 pub mod sample;
 mod status;
 mod time;
@@ -21,5 +22,6 @@ pub mod v1 {
 
 pub use fields::{Field, FieldKind, FieldValue};
 pub use otlp::{attribute_name, export_request, to_log_record};
+pub use reuse::decode_batch_into;
 pub use status::{failure_code_from_name, failure_code_name, status_text};
 pub use time::{civil_from_unix_s, format_rfc3339_s, parse_rfc3339_s};

@@ -51,17 +51,30 @@ pub fn begin_body(agent_id: &str, out: &mut Vec<u8>) {
 
 /// Appends one record to a batch body; returns the bytes it took.
 pub fn push_record(record: &ConnectionRecord, out: &mut Vec<u8>) -> usize {
+    push_sized_record(record, record.encoded_len(), out)
+}
+
+/// [`push_record`] for a record whose `encoded_len()` is known already.
+pub fn push_sized_record(
+    record: &ConnectionRecord,
+    encoded_len: usize,
+    out: &mut Vec<u8>,
+) -> usize {
     let before = out.len();
     encode_key(RECORDS, WireType::LengthDelimited, out);
-    encode_varint(record.encoded_len() as u64, out);
+    encode_varint(encoded_len as u64, out);
     record.encode_raw(out);
     out.len() - before
 }
 
 /// The bytes [`push_record`] would take for `record`.
 pub fn record_len(record: &ConnectionRecord) -> usize {
-    let len = record.encoded_len();
-    1 + encoded_len_varint(len as u64) + len
+    framed_len(record.encoded_len())
+}
+
+/// The bytes a record of `encoded_len` takes in a batch body.
+pub fn framed_len(encoded_len: usize) -> usize {
+    1 + encoded_len_varint(encoded_len as u64) + encoded_len
 }
 
 /// `Collector/Ship` with pre-encoded batches: the client side of the same

@@ -60,6 +60,9 @@ struct Args {
     /// acknowledged (closed-loop maximum throughput without drops).
     #[arg(long, default_value_t = 200_000)]
     window: u64,
+    /// The async runtime's worker threads.
+    #[arg(long, default_value_t = 2)]
+    worker_threads: usize,
 }
 
 fn main() -> Result<()> {
@@ -72,7 +75,7 @@ fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.worker_threads.max(1))
         .enable_all()
         .build()?;
     rt.block_on(run(args))
@@ -211,14 +214,11 @@ mod joiner {
     impl Joiner {
         pub(crate) async fn send(&self, distribution: &str, n: u64) {
             let tuple = Tuple::new(
-                format!(
-                    "198.18.{}.{}:{}",
-                    (n >> 8) & 0xff,
-                    n & 0xff,
-                    1024 + n % 60_000
+                (
+                    [198, 18, (n >> 8) as u8, n as u8],
+                    1024 + (n % 60_000) as u16,
                 )
-                .parse()
-                .unwrap_or_else(|_| ([198, 18, 0, 2], 1024).into()),
+                    .into(),
                 ([198, 18, 0, 1], 443).into(),
             );
             let now = MonoNanos::now();
