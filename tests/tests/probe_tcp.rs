@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use connlog_tests::probefixture::{PORT, ProbeFixture, cookie, shown, tuple};
 use serde_json::Value;
 
@@ -273,10 +273,28 @@ fn other_namespaces_are_not_reported() -> Result<()> {
 #[test]
 fn reused_tuple_is_two_attempts() -> Result<()> {
     let fx = ProbeFixture::start("pr-reuse", "3s", "")?;
+    // Once (in five full runs) the second bind or connect failed with
+    // EADDRNOTAVAIL (os error 99), cause not found: the client resets, which
+    // leaves no TIME_WAIT, and nothing else in these namespaces uses the
+    // port. Should a TIME_WAIT hold the tuple anyway, let the client reuse
+    // it (`tcp_tw_reuse` covers only loopback by default), and if the
+    // error comes back, name the client's sockets in it.
+    fx.pair
+        .client
+        .exec(&["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])?;
     let listener = fx.listen(false, PORT)?;
     let mut cookies = Vec::new();
-    for _ in 0..2 {
-        let client = fx.connect_from(false, 41000)?;
+    for attempt in 0..2 {
+        let client = fx.connect_from(false, 41000).with_context(|| {
+            let sockets = fx.pair.client.exec(&["ss", "-tanoi"]).map_or_else(
+                |e| e.to_string(),
+                |out| String::from_utf8_lossy(&out.stdout).into_owned(),
+            );
+            format!(
+                "connection {} from port 41000; client sockets:\n{sockets}",
+                attempt + 1
+            )
+        })?;
         let (accepted, _) = listener.accept()?;
         cookies.push(cookie(&accepted)?);
         // An RST leaves no TIME_WAIT, so the tuple is free again at once.

@@ -49,11 +49,16 @@ static GLOBALS: Globals = Globals {
     syn_timeout_ns: 0,
 };
 
+/// The globals, each field loaded where it is used (not the whole struct
+/// up front: a program's cheapest test should come first).
 #[inline(always)]
-pub(crate) fn globals() -> Globals {
-    // SAFETY: a plain read of a static; volatile so the compiler does not
-    // fold in the zero initializer the agent overrides at load time.
-    unsafe { core::ptr::read_volatile(&GLOBALS) }
+pub(crate) fn globals() -> &'static Globals {
+    let at: *const Globals = &raw const GLOBALS;
+    // SAFETY: reads back the address just taken, volatile so that the
+    // compiler cannot see which static it points to and fold in the zero
+    // initializer the agent overrides at load time; the reference is to a
+    // static, valid for the program's life.
+    unsafe { &*core::ptr::read_volatile(&at) }
 }
 
 #[inline(always)]

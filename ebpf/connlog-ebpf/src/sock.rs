@@ -118,7 +118,7 @@ pub fn connlog_set_state(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let sk: *const u8 = ctx.arg(0);
-    if let Some(key) = sock_key(sk, &globals()) {
+    if let Some(key) = sock_key(sk, globals()) {
         attempt::established(&key, now(), cookie(sk));
     }
     0
@@ -128,7 +128,7 @@ pub fn connlog_set_state(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn connlog_receive_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
-    if let Some(key) = sock_key(sk, &globals()) {
+    if let Some(key) = sock_key(sk, globals()) {
         emit(&RawEvent {
             ts: now(),
             cookie: cookie(sk),
@@ -152,9 +152,9 @@ pub fn connlog_send_reset(ctx: BtfTracePointContext) -> i32 {
     let skb: *const u8 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
     let key = if skb.is_null() {
-        sock_key(sk, &g)
-    } else if ours(sk, &g) {
-        skb_segment(skb, &g).map(|(key, _)| key)
+        sock_key(sk, g)
+    } else if ours(sk, g) {
+        skb_segment(skb, g).map(|(key, _)| key)
     } else {
         None
     };
@@ -201,11 +201,11 @@ pub fn connlog_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let Some(rx_sk) = pick(g.kfree_skb_rx_sk_arg) else {
         return 0;
     };
-    if !ours(rx_sk as *const u8, &g) {
+    if !ours(rx_sk as *const u8, g) {
         return 0;
     }
     let skb: *const u8 = ctx.arg(0);
-    let Some((key, flags)) = skb_segment(skb, &g) else {
+    let Some((key, flags)) = skb_segment(skb, g) else {
         return 0;
     };
     if kind == kind::CLIENT_RST && flags & TCP_RST == 0 {

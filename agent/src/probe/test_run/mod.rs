@@ -8,6 +8,7 @@
 //! - `table`: the attempt table's rules (retransmissions, new ISNs) and its
 //!   bound (LRU evictions counted, timeouts swept).
 
+mod floors;
 mod parse;
 mod table;
 
