@@ -4,9 +4,11 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use connlog_proto::status_text;
+use connlog_proto::failure_code_name;
 use connlog_proto::v1::collector_server::Collector;
-use connlog_proto::v1::{Ack, ConnectionRecord, ObserveRequest, RecordBatch};
+use connlog_proto::v1::{
+    Ack, ConnectionRecord, ObserveRequest, RecordBatch, Status as RecordStatus,
+};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -31,12 +33,21 @@ type Pending = Result<(u64, oneshot::Receiver<Result<u32, String>>), Status>;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// Whether `status_text(r)` is `Some`, without building the text.
+fn has_status_text(r: &ConnectionRecord) -> bool {
+    match r.status() {
+        RecordStatus::Success => true,
+        RecordStatus::Failed => failure_code_name(r.failure_code()).is_some(),
+        RecordStatus::Unspecified => false,
+    }
+}
+
 /// Why a record cannot be accepted, if it cannot.
 fn check_record(r: &ConnectionRecord) -> Result<(), String> {
     if r.connection_id.is_empty() {
         return Err("connection_id is empty".into());
     }
-    if status_text(r).is_none() {
+    if !has_status_text(r) {
         return Err(format!(
             "status {:?} with failure code {:?} is not a valid connectionStatus",
             r.status, r.failure_code
@@ -180,6 +191,24 @@ impl Collector for Service {
 mod tests {
     use super::*;
     use connlog_proto::v1::{FailureCode, Status as RecStatus};
+
+    #[test]
+    fn the_status_check_agrees_with_the_status_text() {
+        for status in -1..4 {
+            for code in -1..20 {
+                let r = ConnectionRecord {
+                    status,
+                    failure_code: code,
+                    ..Default::default()
+                };
+                assert_eq!(
+                    has_status_text(&r),
+                    connlog_proto::status_text(&r).is_some(),
+                    "{status} {code}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn malformed_records_get_invalid_argument_naming_them() {

@@ -57,10 +57,36 @@ fn decode_record_into(r: &mut ConnectionRecord, mut buf: &[u8]) -> Result<(), pr
         if tag < 64 {
             seen |= 1 << tag;
         }
+        // Bytes fields are copied into their buffer here: prost's merge
+        // would allocate a temporary `Bytes` for each. Anything malformed
+        // is left to prost, for its error.
+        if wire_type == WireType::LengthDelimited
+            && let Some(field) = bytes_field(r, tag)
+        {
+            let mut peek = buf;
+            let len = usize::try_from(decode_varint(&mut peek)?).unwrap_or(usize::MAX);
+            if len <= peek.len() {
+                field.clear();
+                field.extend_from_slice(&peek[..len]);
+                buf = &peek[len..];
+                continue;
+            }
+        }
         r.merge_field(tag, wire_type, &mut buf, DecodeContext::default())?;
     }
     drop_absent(r, seen);
     Ok(())
+}
+
+/// The `bytes` field with this number, as a buffer to fill.
+fn bytes_field(r: &mut ConnectionRecord, tag: u32) -> Option<&mut Vec<u8>> {
+    let field = match tag {
+        15 => &mut r.client_leaf_cert_subject,
+        16 => &mut r.client_leaf_cert_issuer,
+        25 => &mut r.client_leaf_cert_sans,
+        _ => return None,
+    };
+    Some(field.get_or_insert_with(Vec::new))
 }
 
 /// Every field to its default, except that optional strings stay `Some`

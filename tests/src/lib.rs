@@ -13,6 +13,7 @@ mod nssock;
 pub mod pki;
 pub mod probefixture;
 pub mod procfs;
+pub mod promtext;
 pub mod scenarios;
 mod synth_proc;
 mod tempdir;

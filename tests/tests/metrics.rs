@@ -2,12 +2,12 @@
 //! text format, read with an independent client (Python's urllib) after a
 //! known set of connections.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use connlog_tests::agent::Agent;
 use connlog_tests::pki::{self, Ca, LeafSpec};
+use connlog_tests::promtext::{self, samples};
 use connlog_tests::tlsclient::{self, ClientSpec};
 use connlog_tests::tlsfixture::client_refused;
 use connlog_tests::{Netns, Pair, TempDir};
@@ -15,32 +15,8 @@ use connlog_tests::{Netns, Pair, TempDir};
 const PORT: u16 = 8443;
 const METRICS: &str = "127.0.0.1:9464";
 
-/// `GET path` with urllib inside `ns`: (status code, body).
 fn get(ns: &Netns, path: &str) -> Result<(u16, String)> {
-    let script = format!(
-        "import urllib.request, urllib.error\n\
-         try:\n    r = urllib.request.urlopen('http://{METRICS}{path}', timeout=5)\n    \
-         print(r.status); print(r.headers.get('Content-Type')); print(r.read().decode(), end='')\n\
-         except urllib.error.HTTPError as e:\n    print(e.code); print(e.headers.get('Content-Type'))\n"
-    );
-    let out = ns.exec(&["python3", "-c", &script])?;
-    let text = String::from_utf8(out.stdout)?;
-    let mut lines = text.splitn(3, '\n');
-    let code = lines.next().context("status")?.trim().parse()?;
-    let content_type = lines.next().context("content type")?;
-    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
-    Ok((code, lines.next().unwrap_or_default().to_string()))
-}
-
-/// Sample lines as `name{labels}` → value.
-fn samples(body: &str) -> Result<BTreeMap<String, u64>> {
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (name, value) = l.rsplit_once(' ').context("sample line")?;
-            Ok((name.to_string(), value.parse()?))
-        })
-        .collect()
+    promtext::get(ns, METRICS, path)
 }
 
 #[test]
@@ -99,6 +75,8 @@ fn counters_after_known_connections() -> Result<()> {
         ("connlog_probe_ring_full_total", 0),
         ("connlog_probe_channel_full_total", 0),
         ("connlog_probe_table_full_total", 0),
+        ("connlog_probe_established_after_timeout_total", 0),
+        ("connlog_join_after_timeout_total", 0),
         ("connlog_export_records_in_total", 3),
         ("connlog_export_records_acked_total", 0),
         ("connlog_export_dropped_queue_full_total", 0),

@@ -5,12 +5,32 @@
 //! enabled = true                # default; false runs the agent without eBPF
 //! interfaces = ["lo", "eth0"]   # default: every interface that is up, loopback included, and any that comes up later
 //! ports = [8443]                # watched in addition to the listeners' ports
-//! syn_timeout = "3s"            # SYN without ESTABLISHED → TcpTimeout
+//! syn_timeout = "63s"           # SYN without ESTABLISHED → TcpTimeout; default: the kernel's give-up time
 //! ring_bytes = 1048576          # kernel ring buffer (power of two, ≥ 4096)
 //! max_pending = 65536           # kernel LRU table: attempts between SYN and outcome
 //! channel_capacity = 4096       # TcpEvents queued for the consumer
 //! benchmark = "none"            # "floors" / "empty": aids for `cargo xtask bench kernel` only
 //! ```
+//!
+//! `syn_timeout` defaults to the time the kernel itself keeps a request
+//! (SYN_RECV) before dropping it, computed at startup from
+//! `/proc/sys/net/ipv4/tcp_synack_retries` of the agent's network namespace:
+//! the SYN-ACK is retransmitted with an RTO of 1 s doubling (capped at
+//! `TCP_RTO_MAX`, 120 s), so the request is dropped after
+//! 1 + 2 + … + 2^retries s = 2^(retries+1) − 1 s: 63 s for the default 5
+//! retries (SYN-ACKs at 0, 1, 3, 7, 15, 31 s). If the sysctl cannot be read,
+//! 63 s, with a warning. So by default a `TcpTimeout` (`syn-ack-unanswered`)
+//! is recorded when the kernel gives up on the request, and no late
+//! ESTABLISHED can follow it (except through syncookies, which need no
+//! request). A shorter explicit value reports unanswered SYN-ACKs sooner;
+//! a client ACK that then still completes the handshake yields no second
+//! record (counted as `probe_established_after_timeout`, see
+//! `docs/metrics.md`).
+//!
+//! Memory: the kernel's attempt table is an LRU of `max_pending` entries
+//! whatever `syn_timeout` is; a longer timeout only keeps unanswered
+//! attempts in it longer (a SYN flood evicts them and counts them in
+//! `probe_table_full`), and the sweeper's claims are bounded by that table.
 
 use std::time::Duration;
 
@@ -59,7 +79,7 @@ impl Default for ProbeConfig {
             enabled: true,
             interfaces: None,
             ports: Vec::new(),
-            syn_timeout: Duration::from_secs(3),
+            syn_timeout: KERNEL_GIVE_UP_FALLBACK,
             ring_bytes: 1 << 20,
             max_pending: 65_536,
             channel_capacity: 4_096,
@@ -104,7 +124,7 @@ impl RawProbe {
                     format!("{s:?}: expected e.g. \"500ms\" or \"3s\""),
                 )
             })?,
-            None => d.syn_timeout,
+            None => kernel_give_up(std::fs::read_to_string(SYNACK_RETRIES)),
         };
         let ring_bytes = self.ring_bytes.unwrap_or(d.ring_bytes);
         if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
@@ -143,6 +163,51 @@ impl RawProbe {
     }
 }
 
+/// The sysctl the default `syn_timeout` comes from.
+const SYNACK_RETRIES: &str = "/proc/sys/net/ipv4/tcp_synack_retries";
+
+/// The kernel's give-up time with its default 5 SYN-ACK retries; the
+/// default `syn_timeout` when the sysctl cannot be read.
+pub(crate) const KERNEL_GIVE_UP_FALLBACK: Duration = Duration::from_secs(63);
+
+/// The kernel's `TCP_RTO_MAX`: no SYN-ACK retransmission waits longer.
+const RTO_MAX_SECS: u64 = 120;
+
+/// How long the kernel keeps a request whose SYN-ACK it retransmits
+/// `retries` times: the initial 1 s RTO, doubling up to `TCP_RTO_MAX`,
+/// summed over the first SYN-ACK and each retransmission.
+pub(crate) fn synack_give_up(retries: u32) -> Duration {
+    let secs = (0..=retries.min(255))
+        .map(|i| {
+            1u64.checked_shl(i)
+                .map_or(RTO_MAX_SECS, |t| t.min(RTO_MAX_SECS))
+        })
+        .sum();
+    Duration::from_secs(secs)
+}
+
+/// The default `syn_timeout` from the contents of `tcp_synack_retries`;
+/// [`KERNEL_GIVE_UP_FALLBACK`] with a warning if it could not be read.
+fn kernel_give_up(sysctl: std::io::Result<String>) -> Duration {
+    let retries = sysctl.map_err(|e| e.to_string()).and_then(|text| {
+        text.trim()
+            .parse::<u32>()
+            .map_err(|e| format!("{text:?}: {e}"))
+    });
+    match retries {
+        Ok(retries) => synack_give_up(retries),
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                sysctl = SYNACK_RETRIES,
+                fallback_s = KERNEL_GIVE_UP_FALLBACK.as_secs(),
+                "cannot read the kernel's SYN-ACK retries; probe.syn_timeout defaults to the fallback"
+            );
+            KERNEL_GIVE_UP_FALLBACK
+        }
+    }
+}
+
 /// `"250ms"`, `"3s"`.
 fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -169,7 +234,34 @@ mod tests {
 
     #[test]
     fn defaults() {
-        assert_eq!(probe("").unwrap(), ProbeConfig::default());
+        let p = probe("").unwrap();
+        let want = ProbeConfig {
+            syn_timeout: kernel_give_up(std::fs::read_to_string(SYNACK_RETRIES)),
+            ..ProbeConfig::default()
+        };
+        assert_eq!(p, want);
+    }
+
+    #[test]
+    fn default_syn_timeout_is_the_kernels_give_up_time() {
+        let ok = |s: &str| kernel_give_up(Ok(s.to_owned()));
+        assert_eq!(ok("5\n"), Duration::from_secs(63));
+        assert_eq!(ok("2\n"), Duration::from_secs(7));
+        assert_eq!(ok("0"), Duration::from_secs(1));
+        assert_eq!(ok("6"), Duration::from_secs(127));
+        // Past 64 s each retransmission waits TCP_RTO_MAX (120 s).
+        assert_eq!(ok("8"), Duration::from_secs(127 + 120 + 120));
+        assert_eq!(synack_give_up(u32::MAX), synack_give_up(255));
+        let unreadable = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(kernel_give_up(Err(unreadable)), KERNEL_GIVE_UP_FALLBACK);
+        assert_eq!(ok("five"), KERNEL_GIVE_UP_FALLBACK);
+        assert_eq!(KERNEL_GIVE_UP_FALLBACK, Duration::from_secs(63));
+    }
+
+    #[test]
+    fn an_explicit_syn_timeout_wins() {
+        let p = probe("[probe]\nsyn_timeout = \"3s\"\n").unwrap();
+        assert_eq!(p.syn_timeout, Duration::from_secs(3));
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct JoinStats {
     /// Kernel halves whose TLS outcome never came (e.g. not our listener).
     pub kernel_expired: AtomicU64,
     pub duplicate_outcomes: AtomicU64,
+    /// TLS outcomes dropped because the probe had already reported their
+    /// attempt as a `TcpTimeout` (late ESTABLISHED): one record per attempt.
+    pub after_timeout: AtomicU64,
 }
 
 impl JoinStats {

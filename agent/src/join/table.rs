@@ -8,6 +8,9 @@
 //!   `accept()`, so no TLS outcome will come).
 //! - kernel `Reset` + TLS `TcpError` (RST/EOF during TLS) → one TcpError
 //!   record, `rst-during-tls`.
+//! - kernel `EstablishedAfterTimeout` + TLS outcome → no record: the probe
+//!   already reported the attempt as a `TcpTimeout`, which was emitted as
+//!   its record (counted in `after_timeout`).
 //! - full table → the oldest entry leaves early: a TLS outcome is emitted
 //!   without kernel fields, a kernel half is dropped; both counted.
 
@@ -30,6 +33,8 @@ struct KernelHalf {
     /// (µs from SYN to ESTABLISHED, SYN-ACK retransmits).
     established: Option<(u64, u32)>,
     reset_at: Option<MonoNanos>,
+    /// The attempt's `TcpTimeout` was already emitted: no record.
+    after_timeout: bool,
 }
 
 enum Entry {
@@ -149,6 +154,7 @@ impl Table {
         };
         let key = (o.tuple, cookie);
         match self.remove(&key) {
+            Some(Entry::Kernel(k)) if k.after_timeout => suppress(&o.tuple, cookie, stats),
             Some(Entry::Kernel(k)) => {
                 JoinStats::bump(&stats.joined);
                 out.push(merge(o, &k, &self.s.agent_id));
@@ -217,6 +223,9 @@ impl Table {
                     k.established = Some(est)
                 });
             }
+            TcpEvent::EstablishedAfterTimeout { tuple, cookie, .. } => {
+                self.kernel_half((tuple, cookie), now, out, stats, |k| k.after_timeout = true);
+            }
             TcpEvent::Reset { tuple, cookie, at } => {
                 self.kernel_half((tuple, cookie), now, out, stats, |k| k.reset_at = Some(at));
             }
@@ -236,9 +245,13 @@ impl Table {
             Some((Entry::Tls(_), _)) => {
                 let mut k = KernelHalf::default();
                 update(&mut k);
-                if let Some(Entry::Tls(o)) = self.remove(&key) {
-                    JoinStats::bump(&stats.joined);
-                    out.push(merge(*o, &k, &self.s.agent_id));
+                match self.remove(&key) {
+                    Some(Entry::Tls(_)) if k.after_timeout => suppress(&key.0, key.1, stats),
+                    Some(Entry::Tls(o)) => {
+                        JoinStats::bump(&stats.joined);
+                        out.push(merge(*o, &k, &self.s.agent_id));
+                    }
+                    _ => {}
                 }
             }
             None => {
@@ -275,6 +288,18 @@ impl Table {
             self.leave(e, out, stats, false);
         }
     }
+}
+
+/// A TLS outcome joined with a late ESTABLISHED is dropped: its attempt's
+/// record was the `TcpTimeout`.
+fn suppress(tuple: &Tuple, cookie: u64, stats: &JoinStats) {
+    JoinStats::bump(&stats.after_timeout);
+    tracing::debug!(
+        client = %tuple.client,
+        server = %tuple.server,
+        cookie,
+        "join: TLS outcome of a connection whose attempt was recorded as TcpTimeout; no second record"
+    );
 }
 
 /// The TLS outcome's record with the kernel's fields added.

@@ -374,3 +374,46 @@ async fn kernel_only_failures_flow_without_listeners_and_stop_ends_the_joiner() 
     assert!(task.is_finished());
     drop(tcp_tx);
 }
+
+/// A late ESTABLISHED after the probe reported the attempt's TcpTimeout:
+/// the timeout is the one record; the connection's TLS outcome, whichever
+/// half comes first, yields none.
+#[tokio::test(start_paused = true)]
+async fn established_after_a_reported_timeout_adds_no_record() {
+    for tls_first in [false, true] {
+        let h = start(16);
+        h.tcp(TcpEvent::Failed {
+            tuple: tuple(40020),
+            code: FailureCode::TcpTimeout,
+            detail: TcpFailureDetail::SynAckUnanswered,
+            syn_at: Some(MonoNanos(5)),
+            failed_at: MonoNanos::now(),
+            synack_retransmits: 0,
+            cookie: None,
+        })
+        .await;
+        let late = TcpEvent::EstablishedAfterTimeout {
+            tuple: tuple(40020),
+            cookie: 9,
+            syn_at: MonoNanos(5),
+            established_at: MonoNanos(400_000_005),
+        };
+        let o = outcome(40020, 9, Status::Success, None);
+        if tls_first {
+            h.tls(o).await;
+            h.tcp(late).await;
+        } else {
+            h.tcp(late).await;
+            h.tls(o).await;
+        }
+        advance(Duration::from_secs(200)).await;
+        settle().await;
+        let stats = h.stats.clone();
+        let recs = h.close().await;
+        assert_eq!(recs.len(), 1, "tls_first={tls_first}: {recs:?}");
+        assert_eq!(recs[0].failure_code(), v1::FailureCode::TcpTimeout);
+        assert_eq!(JoinStats::get(&stats.after_timeout), 1);
+        assert_eq!(JoinStats::get(&stats.tls_only), 0);
+        assert_eq!(JoinStats::get(&stats.joined), 0);
+    }
+}

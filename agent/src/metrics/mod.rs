@@ -75,6 +75,12 @@ pub fn render(s: &Sources) -> String {
             "Attempts the probe's kernel table evicted before their outcome was reported.",
             p.table_full,
         );
+        counter(
+            &mut out,
+            "probe_established_after_timeout",
+            "Connections ESTABLISHED after their attempt was recorded as TcpTimeout (no second record).",
+            p.established_after_timeout,
+        );
         let _ = writeln!(
             out,
             "# HELP connlog_probe_tracked Attempts in the probe's kernel table at the last sweep.\n\
@@ -91,7 +97,7 @@ pub fn render(s: &Sources) -> String {
         }
     }
     let j = &s.join;
-    let join: [(&str, &str, &AtomicU64); 7] = [
+    let join: [(&str, &str, &AtomicU64); 8] = [
         (
             "join_joined",
             "Records with both the kernel and the TLS half.",
@@ -126,6 +132,11 @@ pub fn render(s: &Sources) -> String {
             "join_duplicate_outcomes",
             "TLS outcomes seen twice.",
             &j.duplicate_outcomes,
+        ),
+        (
+            "join_after_timeout",
+            "TLS outcomes dropped: their attempt was already recorded as TcpTimeout.",
+            &j.after_timeout,
         ),
     ];
     for (name, help, value) in join {

@@ -67,6 +67,17 @@ pub(crate) fn event(ev: &RawEvent, rst_reasons: &HashMap<u32, String>) -> Option
     })
 }
 
+/// An ESTABLISHED whose attempt was already reported as a timeout
+/// (`super::claims::Report::AfterTimeout`).
+pub(crate) fn late_established(ev: &RawEvent) -> Option<TcpEvent> {
+    Some(TcpEvent::EstablishedAfterTimeout {
+        tuple: tuple_of(&ev.tuple)?,
+        cookie: ev.cookie,
+        syn_at: MonoNanos(ev.syn_at),
+        established_at: MonoNanos(ev.ts),
+    })
+}
+
 /// The kernel's tuple as the agent's; `None` for an unknown family.
 pub(crate) fn tuple_of(key: &AttemptKey) -> Option<Tuple> {
     let addr = |a: [u8; 16]| -> Option<IpAddr> {

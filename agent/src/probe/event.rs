@@ -48,7 +48,10 @@ pub enum TcpEvent {
     /// - `TcpError` / `server-rst:<reason>`: the server kernel sent an RST
     ///   for the pending attempt;
     /// - `TcpTimeout` / `syn-ack-unanswered`: `[probe] syn_timeout` passed
-    ///   after the SYN, SYN-ACKs were sent, no ESTABLISHED;
+    ///   after the SYN, SYN-ACKs were sent, no ESTABLISHED (by default
+    ///   `syn_timeout` is the kernel's own give-up time for the request; a
+    ///   late ESTABLISHED after a shorter one is an
+    ///   [`TcpEvent::EstablishedAfterTimeout`]);
     /// - `TcpTimeout` / `syn-dropped`: `syn_timeout` passed and the kernel
     ///   never answered the SYN (queues full).
     ///
@@ -77,6 +80,22 @@ pub enum TcpEvent {
         /// kept so the joiner's key is uniform).
         cookie: Option<u64>,
     },
+    /// The child socket reached ESTABLISHED after its attempt had already
+    /// been reported as a `TcpTimeout` (`[probe] syn_timeout` shorter than
+    /// the kernel's own give-up time, or a syncookie): the client's final
+    /// ACK came late. The `TcpTimeout` is the attempt's one record; this
+    /// event tells the joiner to drop the connection's TLS outcome instead
+    /// of emitting a second record (counted as
+    /// `probe_established_after_timeout`). The terminator still serves the
+    /// connection.
+    EstablishedAfterTimeout {
+        tuple: Tuple,
+        cookie: u64,
+        #[serde(serialize_with = "mono")]
+        syn_at: MonoNanos,
+        #[serde(serialize_with = "mono")]
+        established_at: MonoNanos,
+    },
     /// The server kernel received an RST from the client on an ESTABLISHED
     /// socket (`tcp:tcp_receive_reset`): emitted for every such RST, at any
     /// time after [`TcpEvent::Established`]. The joiner decides whether it
@@ -94,6 +113,7 @@ impl TcpEvent {
     pub fn tuple(&self) -> Tuple {
         match self {
             Self::Established { tuple, .. }
+            | Self::EstablishedAfterTimeout { tuple, .. }
             | Self::Failed { tuple, .. }
             | Self::Reset { tuple, .. } => *tuple,
         }

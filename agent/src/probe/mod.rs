@@ -87,6 +87,9 @@ pub struct ProbeStats {
     /// Attempts (pending or recently closed) in the kernel's table at the
     /// last sweep.
     pub tracked: u64,
+    /// Connections that reached ESTABLISHED after their attempt was
+    /// reported as a `TcpTimeout`: no second record is emitted for them.
+    pub established_after_timeout: u64,
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +97,7 @@ pub(crate) struct Counters {
     channel_full: AtomicU64,
     table_full: AtomicU64,
     tracked: AtomicU64,
+    established_after_timeout: AtomicU64,
 }
 
 /// The programs loaded and attached, not yet read: what needs privileges.
@@ -196,6 +200,10 @@ impl ProbeStatsSource {
             channel_full: self.counters.channel_full.load(Ordering::Relaxed),
             table_full: self.counters.table_full.load(Ordering::Relaxed),
             tracked: self.counters.tracked.load(Ordering::Relaxed),
+            established_after_timeout: self
+                .counters
+                .established_after_timeout
+                .load(Ordering::Relaxed),
         }
     }
 }

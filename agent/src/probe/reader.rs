@@ -12,8 +12,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::claims::Claims;
-use super::decode::{event, parse};
+use super::claims::{Claims, Report};
+use super::decode::{event, late_established, parse};
 use super::{Counters, TcpEvent};
 
 /// The longest an event waits in the ring when the kernel did not wake us.
@@ -58,10 +58,26 @@ pub(crate) async fn run(r: Reader) {
             let Some(raw) = parse(&item) else {
                 continue;
             };
-            if !claims.report(&raw, syn_timeout) {
-                continue;
-            }
-            let Some(ev) = event(&raw, &rst_reasons) else {
+            let ev = match claims.report(&raw, syn_timeout) {
+                Report::No => continue,
+                Report::Yes => event(&raw, &rst_reasons),
+                Report::AfterTimeout => {
+                    counters
+                        .established_after_timeout
+                        .fetch_add(1, Ordering::Relaxed);
+                    let ev = late_established(&raw);
+                    if let Some(TcpEvent::EstablishedAfterTimeout { tuple, cookie, .. }) = &ev {
+                        tracing::debug!(
+                            client = %tuple.client,
+                            server = %tuple.server,
+                            cookie,
+                            "probe: ESTABLISHED after the attempt's TcpTimeout was reported; no second record"
+                        );
+                    }
+                    ev
+                }
+            };
+            let Some(ev) = ev else {
                 continue;
             };
             tracing::trace!(?ev, "kernel");

@@ -91,7 +91,7 @@ impl Sweeper {
                 }
                 Verdict::TimedOut => {
                     timed_out.insert((key, attempt.syn_at));
-                    if self.claims.claim(&key, attempt.syn_at)
+                    if self.claims.claim(&key, attempt.syn_at, now.0)
                         && let Some(tuple) = tuple_of(&key)
                     {
                         self.send(timeout(tuple, attempt.syn_at, attempt.synacks, now));
@@ -99,7 +99,7 @@ impl Sweeper {
                 }
             }
         }
-        self.claims.retain(&timed_out);
+        self.claims.retain(&timed_out, now.0);
         let removed = self.kernel_count(count::REMOVED);
         self.tracker.account(inserted, removed, live);
         self.counters

@@ -7,7 +7,9 @@
 //!   that the client's SYN retransmissions, same ISN, do not open a new
 //!   attempt, and the kernel no longer reports its failures;
 //! - a closed attempt is forgotten [`REMEMBER_CLOSED`] after it closed, a
-//!   timed-out one [`REMEMBER_CLOSED`] after its timeout;
+//!   timed-out one [`REMEMBER_CLOSED`] after its timeout (with the default
+//!   `syn_timeout`, 63 s, an unanswered attempt stays ~3 minutes: the LRU
+//!   bounds the table whatever the hold time);
 //! - what the LRU evicted is counted: the kernel counts the keys it inserted
 //!   and removed, the agent those it forgot, the rest of the difference to
 //!   what is still in the map was evicted.

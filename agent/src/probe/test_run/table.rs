@@ -150,7 +150,10 @@ fn the_table_is_bounded_and_evictions_are_counted() {
         (kind::SUPERSEDED, key, old.syn_at)
     );
     let timeout_ns = syn_timeout.as_nanos() as u64;
-    assert!(!claims.report(&ev[0], timeout_ns));
+    assert_eq!(
+        claims.report(&ev[0], timeout_ns),
+        crate::probe::claims::Report::No
+    );
     // The new attempt on that tuple times out and is reported in its turn.
     std::thread::sleep(syn_timeout);
     sweeper.sweep();
