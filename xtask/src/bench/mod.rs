@@ -8,6 +8,7 @@ mod function;
 mod kernel;
 mod pipeline;
 mod tls;
+mod tls_ab;
 mod tls_cpu;
 mod tls_targets;
 
@@ -15,7 +16,8 @@ mod tls_targets;
 pub enum Bench {
     /// eBPF probe overhead: connect rate attached vs detached, per-program run time.
     Kernel,
-    /// mTLS terminator: connlog vs nginx vs HAProxy.
+    /// mTLS terminator: connlog vs nginx vs HAProxy (with
+    /// `CONNLOG_BENCH_TLS_B=<agent binary>`: an A/B of two agent builds).
     Tls,
     /// Records through joiner → exporter → gRPC → collector → file.
     Pipeline,

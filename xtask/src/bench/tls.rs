@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::tls_ab;
 use super::tls_cpu::{self, Cgroup};
 use super::tls_targets::{
     self, Collector, connlog_all, connlog_off, connlog_probe, haproxy, nginx,
@@ -67,6 +68,9 @@ pub fn run() -> Result<()> {
     tls_targets::write_openssl_conf(&dir.join("openssl.cnf"))?;
     let _echo = Proc::spawn(pinned(1, Command::new(loadgen()).args(["echo", ECHO])))?;
     wait_port(ECHO.parse()?)?;
+    if let Some(b) = std::env::var_os(tls_ab::B_ENV) {
+        return tls_ab::run(&dir, &pki, b.into());
+    }
     let collector_dir = dir.join("collector");
     let collector = Collector::start(&collector_dir)?;
 
@@ -155,10 +159,10 @@ struct Row {
 }
 
 #[derive(Debug)]
-struct Report {
+pub(super) struct Report {
     per_sec: f64,
-    handshakes: u64,
-    errors: u64,
+    pub(super) handshakes: u64,
+    pub(super) errors: u64,
     p50_ms: f64,
     p99_ms: f64,
     tickets: u64,
@@ -166,7 +170,7 @@ struct Report {
 
 /// `connlog-loadgen check`: fails unless the target negotiates TLS 1.3
 /// with X25519, sends no tickets and refuses unverified clients.
-fn check(addr: SocketAddr, pki: &Path) -> Result<()> {
+pub(super) fn check(addr: SocketAddr, pki: &Path) -> Result<()> {
     let mut cmd = Command::new(loadgen());
     cmd.args(["check", "--connect", &addr.to_string(), "--pki"])
         .arg(pki);
@@ -235,7 +239,7 @@ fn measure(target: &Proc, cgroup: Option<&Cgroup>, addr: SocketAddr, pki: &Path)
     })
 }
 
-fn load(addr: SocketAddr, pki: &Path, concurrency: usize, secs: f64) -> Result<Report> {
+pub(super) fn load(addr: SocketAddr, pki: &Path, concurrency: usize, secs: f64) -> Result<Report> {
     let mut cmd = Command::new(loadgen());
     cmd.args([
         "run",
@@ -287,7 +291,7 @@ fn print_table(rows: &[(&str, Row)]) {
     }
 }
 
-fn pinned(core: u32, cmd: &Command) -> Command {
+pub(super) fn pinned(core: u32, cmd: &Command) -> Command {
     let mut t = Command::new("taskset");
     t.arg("-c")
         .arg(core.to_string())
@@ -309,7 +313,7 @@ pub(super) fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn wait_port(addr: SocketAddr) -> Result<()> {
+pub(super) fn wait_port(addr: SocketAddr) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         if Instant::now() > deadline {
@@ -322,10 +326,10 @@ fn wait_port(addr: SocketAddr) -> Result<()> {
 
 /// A child process killed on drop. The target's pid is the program's,
 /// since `taskset` execs it.
-struct Proc(Child);
+pub(super) struct Proc(Child);
 
 impl Proc {
-    fn spawn(mut cmd: Command) -> Result<Self> {
+    pub(super) fn spawn(mut cmd: Command) -> Result<Self> {
         let child = cmd
             .stdin(Stdio::null())
             .spawn()

@@ -34,6 +34,21 @@ pub(super) fn connlog_all(dir: &Path, addr: SocketAddr) -> Result<Command> {
 }
 
 fn connlog(dir: &Path, addr: SocketAddr, extra: &str) -> Result<Command> {
+    connlog_bin(
+        &workspace().join("target/release/connlog-agent"),
+        dir,
+        addr,
+        extra,
+    )
+}
+
+/// `bin` as a target, with the other targets' listener config.
+pub(super) fn connlog_bin(
+    bin: &Path,
+    dir: &Path,
+    addr: SocketAddr,
+    extra: &str,
+) -> Result<Command> {
     let pki = dir.join("../pki");
     let config = format!(
         "[[listener]]\ndistribution_id = \"BENCH\"\nbind = [\"{addr}\"]\n\
@@ -43,7 +58,7 @@ fn connlog(dir: &Path, addr: SocketAddr, extra: &str) -> Result<Command> {
     );
     let path = dir.join("agent.toml");
     std::fs::write(&path, config)?;
-    let mut cmd = Command::new(workspace().join("target/release/connlog-agent"));
+    let mut cmd = Command::new(bin);
     cmd.arg("--config").arg(path).env("RUST_LOG", "info");
     Ok(cmd)
 }

@@ -1,0 +1,126 @@
+//! `CONNLOG_BENCH_TLS_B=/path/to/connlog-agent cargo xtask bench tls`: an
+//! A/B of two agent builds instead of the table. A is this checkout's
+//! release build, B the named binary (e.g. a copy of an earlier build).
+//!
+//! Same listener config as the "probe/export off" row, same loader, echo
+//! upstream and pinning (both agents on core 0, each in a cgroup v2 of its
+//! own; loader and echo on core 1). Both pass `connlog-loadgen check`,
+//! get a 1 s warm-up, then alternate rounds of 3 s at concurrency 64 (A
+//! first in odd rounds, B first in even ones). CPU per handshake is the
+//! cgroup's `usage_usec` over the round divided by its handshakes; the
+//! ratio B/A is taken per round (pairs run seconds apart see the same
+//! background load).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::tls::workspace;
+use super::tls::{Proc, check, load, pinned, wait_port};
+use super::tls_cpu::Cgroup;
+use super::tls_targets::connlog_bin;
+
+pub(super) const B_ENV: &str = "CONNLOG_BENCH_TLS_B";
+const ROUNDS: usize = 8;
+const ROUND_SECS: f64 = 3.0;
+
+struct Agent {
+    name: &'static str,
+    addr: SocketAddr,
+    cgroup: Cgroup,
+    _proc: Proc,
+    usec_per_hs: Vec<f64>,
+}
+
+pub(super) fn run(dir: &Path, pki: &Path, b: PathBuf) -> Result<()> {
+    let a = workspace().join("target/release/connlog-agent");
+    let mut agents = Vec::new();
+    for (name, bin, port) in [("A", a, 28461u16), ("B", b, 28462)] {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let work = dir.join(format!("ab-{name}"));
+        std::fs::create_dir_all(&work)?;
+        let cmd = pinned(
+            0,
+            &connlog_bin(&bin, &work, addr, "[probe]\nenabled = false\n")?,
+        );
+        let cgroup = Cgroup::create(&format!("ab-{name}"))
+            .context("A/B needs a writable cgroup v2 (CPU is read from it)")?;
+        let mut cmd = cgroup.wrap(&cmd);
+        cmd.stderr(std::fs::File::create(work.join("stderr.log"))?);
+        let proc = Proc::spawn(cmd)?;
+        wait_port(addr)?;
+        check(addr, pki).with_context(|| format!("{name}: {}", bin.display()))?;
+        eprintln!("xtask: bench tls A/B: {name} = {}", bin.display());
+        load(addr, pki, 64, 1.0)?; // warm-up
+        agents.push(Agent {
+            name,
+            addr,
+            cgroup,
+            _proc: proc,
+            usec_per_hs: Vec::new(),
+        });
+    }
+    for round in 0..ROUNDS {
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let agent = &mut agents[i];
+            let before = agent.cgroup.usage_usec().context("cpu.stat")?;
+            let report = load(agent.addr, pki, 64, ROUND_SECS)?;
+            let after = agent.cgroup.usage_usec().context("cpu.stat")?;
+            if report.errors > 0 || report.handshakes == 0 {
+                bail!(
+                    "{}: {} errors, {} handshakes",
+                    agent.name,
+                    report.errors,
+                    report.handshakes
+                );
+            }
+            agent
+                .usec_per_hs
+                .push(after.saturating_sub(before) as f64 / report.handshakes as f64);
+        }
+        println!(
+            "round {}: A {:.1} µs/handshake, B {:.1} µs/handshake",
+            round + 1,
+            agents[0].usec_per_hs[round],
+            agents[1].usec_per_hs[round]
+        );
+    }
+    let ratios: Vec<f64> = agents[1]
+        .usec_per_hs
+        .iter()
+        .zip(&agents[0].usec_per_hs)
+        .map(|(b, a)| b / a)
+        .collect();
+    println!(
+        "A: mean {:.1} median {:.1} µs | B: mean {:.1} median {:.1} µs | B/A per round: mean {:.3} (sd {:.3}), median {:.3}",
+        mean(&agents[0].usec_per_hs),
+        median(&agents[0].usec_per_hs),
+        mean(&agents[1].usec_per_hs),
+        median(&agents[1].usec_per_hs),
+        mean(&ratios),
+        sd(&ratios),
+        median(&ratios),
+    );
+    Ok(())
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+fn sd(v: &[f64]) -> f64 {
+    let m = mean(v);
+    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64).sqrt()
+}
