@@ -34,11 +34,6 @@ struct Args {
     print_events: bool,
 }
 
-/// mimalloc instead of glibc's malloc: a handshake allocates and frees
-/// many small buffers (rustls messages, certificate fields).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -76,10 +71,18 @@ fn run(args: Args) -> Result<()> {
     // Read with the rights a SIGHUP reload has.
     let terminator = Arc::new(Terminator::load(&config.listeners).context("loading TLS files")?);
     raise_fd_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    // One CPU to run on (e.g. pinned with taskset): the single-threaded
+    // scheduler, which has no cross-thread wake-ups or work stealing to pay
+    // for; otherwise one worker per CPU.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let runtime = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build()
+    .context("starting the tokio runtime")?;
     runtime.block_on(serve(
         args.print_events,
         config,

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, warn};
 
 use crate::config::MtlsMode;
@@ -124,90 +125,20 @@ async fn after_first_byte(
     listener: Arc<Listener>,
     state: Arc<ListenerState>,
     stream: TcpStream,
-    mut out: TlsOutcome,
-    mut deadline: Pin<Box<Sleep>>,
+    out: TlsOutcome,
+    deadline: Pin<Box<Sleep>>,
     first_byte: Instant,
     sink: Sink,
 ) {
     let cfg = &listener.cfg;
-    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
-    let start = match before(&mut deadline, acceptor).await {
-        None => {
-            fail(
-                &mut out,
-                Failure::new(FailureCode::TcpTimeout, "no-client-hello"),
-                Some(first_byte),
-            );
-            return sink.emit(out);
-        }
-        Some(Err(e)) => {
-            fail(&mut out, classify::io_failure(&e), Some(first_byte));
-            return sink.emit(out);
-        }
-        Some(Ok(start)) => start,
+    // Boxed: the handshake's futures (acceptor, rustls state) are large
+    // and finished before proxying starts; a proxied connection keeps
+    // only what it still uses.
+    let Some((mut tls, chain, mut out)) =
+        Box::pin(handshake(&state, stream, out, deadline, first_byte, &sink)).await
+    else {
+        return;
     };
-    let hello = start.client_hello();
-    out.sni = hello.server_name().map(str::to_string);
-    out.tenant_id = state.tenant(out.sni.as_deref());
-    let expected = negotiated::expected(
-        &hello,
-        &state.server_config.crypto_provider().cipher_suites,
-        state.server_key_ecdsa(out.sni.as_deref()),
-    );
-
-    let handshake = start.into_stream(state.server_config.clone());
-    let (result, capture) = policy::capturing(before(&mut deadline, handshake)).await;
-    drop(deadline);
-    let policy::Capture {
-        chain: captured,
-        code: refused,
-        cert,
-    } = capture;
-    out.cert = cert;
-    let mut tls = match result {
-        None => {
-            fail(
-                &mut out,
-                Failure::new(FailureCode::TcpTimeout, "handshake-timeout"),
-                Some(first_byte),
-            );
-            return sink.emit(out);
-        }
-        Some(Err(e)) => {
-            // The policy's own verdict is authoritative (SPEC.md precedence).
-            let failure = match refused {
-                Some(code) => Failure::new(code, e.to_string()),
-                None => classify::io_failure(&e),
-            };
-            if let Some((p, c)) = expected.filter(|_| is_certificate(failure.code)) {
-                out.tls_protocol = Some(p);
-                out.tls_cipher = Some(c);
-            }
-            debug!(client = %out.tuple.client, code = ?failure.code, detail = ?failure.detail, "handshake failed");
-            fail(&mut out, failure, Some(first_byte));
-            return sink.emit(out);
-        }
-        Some(Ok(tls)) => tls,
-    };
-    out.handshake_ms = Some(millis(first_byte.elapsed()));
-    let chain: Vec<Vec<u8>> = {
-        let conn = tls.get_ref().1;
-        out.tls_protocol = conn.protocol_version().map(negotiated::protocol_name);
-        out.tls_cipher = conn
-            .negotiated_cipher_suite()
-            .map(|s| negotiated::cipher_name(s.suite()));
-        // The verifier saw (and captured) the chain rustls accepted.
-        if captured.is_empty() {
-            conn.peer_certificates()
-                .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
-                .unwrap_or_default()
-        } else {
-            captured
-        }
-    };
-    if out.cert.is_none() {
-        out.cert = chain.first().and_then(|leaf| certinfo::from_der(leaf));
-    }
 
     if let Some(gate) = &state.gate {
         let verdict = decide(gate.as_ref(), &out, &chain).await;
@@ -311,6 +242,109 @@ async fn after_first_byte(
             debug!(%client, %id, error = %anyhow_chain(&err), "proxy ended with an error");
         }
     }
+}
+
+/// The TLS handshake: ClientHello, certificate policy, negotiated details.
+/// On failure the outcome is emitted here and `None` returned.
+async fn handshake(
+    state: &ListenerState,
+    stream: TcpStream,
+    mut out: TlsOutcome,
+    mut deadline: Pin<Box<Sleep>>,
+    first_byte: Instant,
+    sink: &Sink,
+) -> Option<(TlsStream<TcpStream>, Vec<Vec<u8>>, TlsOutcome)> {
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = match before(&mut deadline, acceptor).await {
+        None => {
+            fail(
+                &mut out,
+                Failure::new(FailureCode::TcpTimeout, "no-client-hello"),
+                Some(first_byte),
+            );
+            {
+                sink.emit(out);
+                return None;
+            }
+        }
+        Some(Err(e)) => {
+            fail(&mut out, classify::io_failure(&e), Some(first_byte));
+            {
+                sink.emit(out);
+                return None;
+            }
+        }
+        Some(Ok(start)) => start,
+    };
+    let hello = start.client_hello();
+    out.sni = hello.server_name().map(str::to_string);
+    out.tenant_id = state.tenant(out.sni.as_deref());
+    let expected = negotiated::expected(
+        &hello,
+        &state.server_config.crypto_provider().cipher_suites,
+        state.server_key_ecdsa(out.sni.as_deref()),
+    );
+
+    let handshake = start.into_stream(state.server_config.clone());
+    let (result, capture) = policy::capturing(before(&mut deadline, handshake)).await;
+    drop(deadline);
+    let policy::Capture {
+        chain: captured,
+        code: refused,
+        cert,
+    } = capture;
+    out.cert = cert;
+    let tls = match result {
+        None => {
+            fail(
+                &mut out,
+                Failure::new(FailureCode::TcpTimeout, "handshake-timeout"),
+                Some(first_byte),
+            );
+            {
+                sink.emit(out);
+                return None;
+            }
+        }
+        Some(Err(e)) => {
+            // The policy's own verdict is authoritative (SPEC.md precedence).
+            let failure = match refused {
+                Some(code) => Failure::new(code, e.to_string()),
+                None => classify::io_failure(&e),
+            };
+            if let Some((p, c)) = expected.filter(|_| is_certificate(failure.code)) {
+                out.tls_protocol = Some(p);
+                out.tls_cipher = Some(c);
+            }
+            debug!(client = %out.tuple.client, code = ?failure.code, detail = ?failure.detail, "handshake failed");
+            fail(&mut out, failure, Some(first_byte));
+            {
+                sink.emit(out);
+                return None;
+            }
+        }
+        Some(Ok(tls)) => tls,
+    };
+    out.handshake_ms = Some(millis(first_byte.elapsed()));
+    let chain: Vec<Vec<u8>> = {
+        let conn = tls.get_ref().1;
+        out.tls_protocol = conn.protocol_version().map(negotiated::protocol_name);
+        out.tls_cipher = conn
+            .negotiated_cipher_suite()
+            .map(|s| negotiated::cipher_name(s.suite()));
+        // The verifier saw (and captured) the chain rustls accepted.
+        if captured.is_empty() {
+            conn.peer_certificates()
+                .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
+                .unwrap_or_default()
+        } else {
+            captured
+        }
+    };
+    if out.cert.is_none() {
+        out.cert = chain.first().and_then(|leaf| certinfo::from_der(leaf));
+    }
+    Some((tls, chain, out))
 }
 
 async fn decide(
