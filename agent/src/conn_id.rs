@@ -24,6 +24,11 @@ impl ConnectionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id's text, without copying it.
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 const ID_BYTES: usize = 18;

@@ -92,7 +92,7 @@ pub(crate) fn from_tls(o: TlsOutcome, agent_id: &str) -> ConnectionRecord {
     let keep_detail = keeps_detail(o.status);
     let mut r = ConnectionRecord {
         event_timestamp_ms: o.event_time,
-        connection_id: o.connection_id.as_str().to_owned(),
+        connection_id: o.connection_id.into_string(),
         distribution_id: o.distribution_id,
         distribution_tenant_id: o.tenant_id,
         tls_protocol: o.tls_protocol,

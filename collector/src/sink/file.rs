@@ -62,10 +62,10 @@ impl FileSink {
     pub(crate) fn write(&mut self, records: &[&ConnectionRecord]) -> Result<(), SinkError> {
         let mut groups: Vec<(Partition, Vec<&ConnectionRecord>)> = Vec::new();
         for r in records {
-            let p = Partition::of(&r.distribution_id, r.event_timestamp_ms);
-            match groups.iter_mut().find(|(q, _)| *q == p) {
+            let (id, ms) = (&r.distribution_id, r.event_timestamp_ms);
+            match groups.iter_mut().find(|(q, _)| q.holds(id, ms)) {
                 Some((_, list)) => list.push(r),
-                None => groups.push((p, vec![r])),
+                None => groups.push((Partition::of(id, ms), vec![r])),
             }
         }
         let mut touched: Vec<(Partition, u64)> = Vec::new();

@@ -32,13 +32,24 @@ pub(crate) struct Partition {
     pub(crate) hour_start: i64,
 }
 
+/// Unix seconds at the start of the hour of a Unix ms timestamp.
+fn hour_start(event_timestamp_ms: u64) -> i64 {
+    let secs = i64::try_from(event_timestamp_ms / 1000).unwrap_or(i64::MAX);
+    secs - secs.rem_euclid(3600)
+}
+
 impl Partition {
     pub(crate) fn of(distribution_id: &str, event_timestamp_ms: u64) -> Self {
-        let secs = i64::try_from(event_timestamp_ms / 1000).unwrap_or(i64::MAX);
         Self {
             distribution_id: distribution_id.to_owned(),
-            hour_start: secs - secs.rem_euclid(3600),
+            hour_start: hour_start(event_timestamp_ms),
         }
+    }
+
+    /// Whether `Partition::of(distribution_id, event_timestamp_ms)` is
+    /// this one (without building it).
+    pub(crate) fn holds(&self, distribution_id: &str, event_timestamp_ms: u64) -> bool {
+        self.hour_start == hour_start(event_timestamp_ms) && self.distribution_id == distribution_id
     }
 
     fn date(&self) -> (String, String, String, String) {
@@ -154,6 +165,20 @@ mod tests {
 
     // 2026-11-27T07:15:00Z
     const TS_MS: u64 = 1_795_763_700_000;
+
+    #[test]
+    fn holds_agrees_with_building_the_partition() {
+        let p = Partition::of("D1", 1_749_166_101_000);
+        for (id, ms) in [
+            ("D1", 1_749_166_101_000),
+            ("D1", 1_749_164_400_000),
+            ("D1", 1_749_164_399_999),
+            ("D2", 1_749_166_101_000),
+            ("", 1_749_166_101_000),
+        ] {
+            assert_eq!(p.holds(id, ms), Partition::of(id, ms) == p, "{id} {ms}");
+        }
+    }
 
     #[test]
     fn plain_and_hive_templates() {
