@@ -83,6 +83,12 @@ fn run(args: Args) -> Result<()> {
     .enable_all()
     .build()
     .context("starting the tokio runtime")?;
+    let scheduler = if one_cpu {
+        "current_thread"
+    } else {
+        "multi_thread"
+    };
+    info!(scheduler, "tokio runtime");
     runtime.block_on(serve(
         args.print_events,
         config,

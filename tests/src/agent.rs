@@ -43,6 +43,20 @@ impl Agent {
         Self::spawn(cmd, config)
     }
 
+    /// Like [`Agent::start`] inside `ns`, but pinned to one CPU (the
+    /// first this process may run on), as in the TLS benchmark.
+    pub fn start_on_one_cpu(ns: &Netns, config: &Path) -> Result<Self> {
+        let cpu = rustix::thread::sched_getaffinity(None).context("sched_getaffinity")?;
+        let first = (0..rustix::thread::CpuSet::MAX_CPU)
+            .find(|&c| cpu.is_set(c))
+            .context("no CPU in this process's affinity")?;
+        let mut cmd = ns.command("taskset");
+        cmd.arg("-c")
+            .arg(first.to_string())
+            .arg(bin_path("connlog-agent"));
+        Self::spawn(cmd, config)
+    }
+
     fn spawn(mut cmd: Command, config: &Path) -> Result<Self> {
         cmd.arg("--config").arg(config).arg("--print-events");
         cmd.env("RUST_LOG", "info")

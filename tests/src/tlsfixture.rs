@@ -17,6 +17,13 @@ pub const PORT: u16 = 8443;
 
 /// Everything one TLS test needs. Dropping it stops the agent and removes
 /// the namespaces and files.
+/// How the fixture starts the agent.
+enum Launch {
+    Plain,
+    NofileSoft(u64),
+    OneCpu,
+}
+
 pub struct TlsFixture {
     pub agent: Agent,
     pub root: Ca,
@@ -57,20 +64,25 @@ impl TlsFixture {
         spec: ListenerSpec,
         prepare: impl FnOnce(&TlsFixture0) -> Result<()>,
     ) -> Result<Self> {
-        Self::start_inner(tag, spec, prepare, None)
+        Self::start_inner(tag, spec, prepare, Launch::Plain)
     }
 
     /// Like [`TlsFixture::start`], with the agent started under a soft
     /// open-file limit of `soft`.
     pub fn start_with_nofile_soft(tag: &str, spec: ListenerSpec, soft: u64) -> Result<Self> {
-        Self::start_inner(tag, spec, |_| Ok(()), Some(soft))
+        Self::start_inner(tag, spec, |_| Ok(()), Launch::NofileSoft(soft))
+    }
+
+    /// Like [`TlsFixture::start`], with the agent pinned to one CPU.
+    pub fn start_on_one_cpu(tag: &str, spec: ListenerSpec) -> Result<Self> {
+        Self::start_inner(tag, spec, |_| Ok(()), Launch::OneCpu)
     }
 
     fn start_inner(
         tag: &str,
         spec: ListenerSpec,
         prepare: impl FnOnce(&TlsFixture0) -> Result<()>,
-        nofile_soft: Option<u64>,
+        launch: Launch,
     ) -> Result<Self> {
         let pair = Pair::new(tag)?;
         let dir = TempDir::new(tag)?;
@@ -92,9 +104,10 @@ impl TlsFixture {
             pair.server_v4, pair.server_v6, spec.extra, spec.mtls
         );
         let path = pki::write(f0.dir.path(), "agent.toml", &config)?;
-        let agent = match nofile_soft {
-            Some(soft) => Agent::start_with_nofile_soft(&pair.server, &path, soft)?,
-            None => Agent::start(Some(&pair.server), &path)?,
+        let agent = match launch {
+            Launch::NofileSoft(soft) => Agent::start_with_nofile_soft(&pair.server, &path, soft)?,
+            Launch::OneCpu => Agent::start_on_one_cpu(&pair.server, &path)?,
+            Launch::Plain => Agent::start(Some(&pair.server), &path)?,
         };
         Ok(Self {
             agent,

@@ -73,6 +73,29 @@ fn proxy_v2_header_carries_every_tlv() -> Result<()> {
     Ok(())
 }
 
+/// Pinned to one CPU (as in the benchmark) the agent runs tokio's
+/// single-threaded scheduler and still handshakes, proxies and reports.
+#[test]
+fn agent_on_one_cpu_uses_the_single_threaded_scheduler() -> Result<()> {
+    let fx = TlsFixture::start_on_one_cpu(
+        "px-onecpu",
+        ListenerSpec {
+            extra: format!("upstream = \"127.0.0.1:{UPSTREAM_PORT}\"\n"),
+            ..ListenerSpec::required()
+        },
+    )?;
+    fx.agent
+        .wait_log("tokio runtime scheduler=\"current_thread\"")?;
+    let _up = Upstream::echo(&fx.pair.server, upstream_addr(), false)?;
+    let leaf = fx.root.leaf(&LeafSpec::default())?;
+    for i in 0..20u8 {
+        let mut tls = fx.tls(i % 2 == 1, &ClientSpec::with_leaf(&leaf))?;
+        assert_eq!(echo(&mut tls, &[i; 100])?, [i; 100]);
+        assert_eq!(status(&fx.agent.event()?), "Success");
+    }
+    Ok(())
+}
+
 #[test]
 fn bytes_both_ways_half_close_and_large_transfer() -> Result<()> {
     let fx = fixture("px-echo", false)?;
