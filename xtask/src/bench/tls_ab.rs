@@ -25,11 +25,12 @@ pub(super) const B_ENV: &str = "CONNLOG_BENCH_TLS_B";
 const ROUNDS: usize = 8;
 const ROUND_SECS: f64 = 3.0;
 
+/// Fields drop in order: the agent stops before its cgroup is removed.
 struct Agent {
     name: &'static str,
     addr: SocketAddr,
-    cgroup: Cgroup,
     _proc: Proc,
+    cgroup: Cgroup,
     usec_per_hs: Vec<f64>,
 }
 
@@ -56,8 +57,8 @@ pub(super) fn run(dir: &Path, pki: &Path, b: PathBuf) -> Result<()> {
         agents.push(Agent {
             name,
             addr,
-            cgroup,
             _proc: proc,
+            cgroup,
             usec_per_hs: Vec::new(),
         });
     }
