@@ -18,9 +18,20 @@ pub fn cpu_us(pid: &str) -> Option<u64> {
 
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, …), in KiB.
 pub fn status_kib(pid: &str, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
+    kib_field(
+        &std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        field,
+    )
+}
+
+/// A field of `/proc/meminfo` (`MemFree`, `Cached`, …), in KiB.
+pub fn meminfo_kib(field: &str) -> Option<u64> {
+    kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, field)
+}
+
+/// The value of a `Field:   123 kB` line.
+fn kib_field(text: &str, field: &str) -> Option<u64> {
+    text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
@@ -34,6 +45,7 @@ mod tests {
         assert!(status_kib("self", "VmRSS").is_some_and(|kib| kib > 0));
         assert!(status_kib("self", "VmHWM").is_some_and(|kib| kib > 0));
         assert_eq!(status_kib("self", "NoSuchField"), None);
+        assert!(meminfo_kib("MemFree").is_some_and(|kib| kib > 0));
         assert!(cpu_us("self").is_some());
         assert_eq!(cpu_us("no-such-pid"), None);
     }

@@ -16,6 +16,11 @@ use connlog_agent::config::{ExportConfig, ExportProtocol, ExportTls};
 use connlog_agent::export::{ExportStats, Exporter};
 use connlog_tests::synth_record;
 
+/// The agent binary's allocator (agent/src/main.rs): this process stands
+/// in for the agent, its joiner and exporter run here.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 struct Args {
     #[arg(long)]

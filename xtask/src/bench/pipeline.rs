@@ -5,7 +5,11 @@
 //! tight loop. Then latency from record creation to written at a steady
 //! 10k records/s, and both processes' peak RSS. CPU time per record of
 //! both processes is printed too: on a shared machine it moves less than
-//! the rates.
+//! the rates. The collector's writes allocate page-cache pages: with little
+//! free memory the kernel reclaims cache first, which costs it up to 1.5 µs
+//! more per record here, so the free memory at the start is printed as well
+//! (`sync; echo 3 > /proc/sys/vm/drop_caches` before a run gives comparable
+//! numbers; the bench does not do it for you).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -35,6 +39,7 @@ pub fn run() -> Result<()> {
         "connlog-synth",
     ]))?;
     let bin = PathBuf::from("target/release");
+    let mem_free_mib = procfs::meminfo_kib("MemFree").unwrap_or(0) / 1024;
     let dir = std::env::temp_dir().join(format!("connlog-bench-pipeline-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = measure(&bin, &dir);
@@ -70,6 +75,7 @@ pub fn run() -> Result<()> {
         "| collector peak RSS, throughput run | {} MiB |",
         m.collector_rss_kib / 1024
     );
+    println!("| free memory at the start (page cache for the JSON file) | {mem_free_mib} MiB |");
     Ok(())
 }
 
