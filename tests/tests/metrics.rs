@@ -2,12 +2,11 @@
 //! text format, read with an independent client (Python's urllib) after a
 //! known set of connections.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Result, bail};
-use connlog_tests::agent::Agent;
-use connlog_tests::pki::{self, Ca, LeafSpec};
-use connlog_tests::promtext::{self, samples};
+use anyhow::Result;
+use connlog_tests::pki::{Ca, LeafSpec};
+use connlog_tests::promtext;
 use connlog_tests::tlsclient::{self, ClientSpec};
 use connlog_tests::tlsfixture::client_refused;
 use connlog_tests::{Netns, Pair, TempDir};
@@ -24,17 +23,7 @@ fn counters_after_known_connections() -> Result<()> {
     let pair = Pair::new("metrics")?;
     let dir = TempDir::new("metrics")?;
     let root = Ca::root("metrics root")?;
-    pki::write_server_files(dir.path(), &root)?;
-    let config = format!(
-        "[probe]\nsyn_timeout = \"2s\"\n[metrics]\nlisten = \"{METRICS}\"\n\
-         [[listener]]\ndistribution_id = \"E1\"\nbind = [\"{}:{PORT}\"]\n\
-         cert = \"server.pem\"\nkey = \"server.key\"\n\
-         [listener.mtls]\nmode = \"required\"\ntrust_store = \"ca.pem\"\n",
-        pair.server_v4
-    );
-    let path = pki::write(dir.path(), "agent.toml", &config)?;
-    let agent = Agent::start(Some(&pair.server), &path)?;
-    agent.wait_log("probe attached")?;
+    let agent = promtext::start_agent(&pair, dir.path(), &root, PORT, METRICS, "2s")?;
 
     let addr = format!("{}:{PORT}", pair.server_v4).parse()?;
     let good = root.leaf(&LeafSpec::default())?;
@@ -48,19 +37,14 @@ fn counters_after_known_connections() -> Result<()> {
     )));
 
     // Records reach the exporter once joined with their kernel half.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let m = loop {
-        let (code, body) = get(&pair.server, "/metrics")?;
-        assert_eq!(code, 200);
-        let m = samples(&body)?;
-        if m.get("connlog_export_records_in_total") == Some(&3) {
-            break m;
-        }
-        if Instant::now() > deadline {
-            bail!("records never counted:\n{body}\nlog:\n{}", agent.stderr());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let m = promtext::wait_for(
+        &pair.server,
+        METRICS,
+        &agent,
+        Duration::from_secs(10),
+        "records counted",
+        |m| m.get("connlog_export_records_in_total") == Some(&3),
+    )?;
     let want = [
         ("connlog_records_total{status=\"Success\"}", 2),
         (

@@ -7,12 +7,12 @@
 //! through the agent's metrics, read with Python's urllib.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use connlog_tests::agent::Agent;
-use connlog_tests::pki::{self, Ca, LeafSpec};
-use connlog_tests::promtext::{get, samples};
+use connlog_tests::pki::{Ca, LeafSpec};
+use connlog_tests::promtext;
 use connlog_tests::tlsclient::{self, ClientSpec};
 use connlog_tests::{Pair, TempDir};
 
@@ -26,19 +26,14 @@ fn wait_for(
     what: &str,
     done: impl Fn(&BTreeMap<String, u64>) -> bool,
 ) -> Result<BTreeMap<String, u64>> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (code, body) = get(&pair.server, METRICS, "/metrics")?;
-        assert_eq!(code, 200);
-        let m = samples(&body)?;
-        if done(&m) {
-            return Ok(m);
-        }
-        if Instant::now() > deadline {
-            bail!("{what} never seen:\n{body}\nlog:\n{}", agent.stderr());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    promtext::wait_for(
+        &pair.server,
+        METRICS,
+        agent,
+        Duration::from_secs(5),
+        what,
+        done,
+    )
 }
 
 #[test]
@@ -46,17 +41,7 @@ fn an_ack_after_syn_timeout_gives_one_tcp_timeout_record() -> Result<()> {
     let pair = Pair::new("lateack")?;
     let dir = TempDir::new("lateack")?;
     let root = Ca::root("late ack root")?;
-    pki::write_server_files(dir.path(), &root)?;
-    let config = format!(
-        "[probe]\nsyn_timeout = \"300ms\"\n[metrics]\nlisten = \"{METRICS}\"\n\
-         [[listener]]\ndistribution_id = \"E1\"\nbind = [\"{}:{PORT}\"]\n\
-         cert = \"server.pem\"\nkey = \"server.key\"\n\
-         [listener.mtls]\nmode = \"required\"\ntrust_store = \"ca.pem\"\n",
-        pair.server_v4
-    );
-    let path = pki::write(dir.path(), "agent.toml", &config)?;
-    let agent = Agent::start(Some(&pair.server), &path)?;
-    agent.wait_log("probe attached")?;
+    let agent = promtext::start_agent(&pair, dir.path(), &root, PORT, METRICS, "300ms")?;
 
     // The client's pure ACKs to the port are dropped: its connect()
     // returns, the server's request stays in SYN_RECV.
