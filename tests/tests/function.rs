@@ -45,6 +45,18 @@ fn start(tag: &str, mode: &str, source: &str, kvs: &str) -> Result<TlsFixture> {
     })
 }
 
+/// A `required` listener running the revocation function with
+/// `REVOKED_SERIAL` revoked in its KVS, and a client leaf with that serial.
+fn start_revocation(tag: &str) -> Result<(TlsFixture, Leaf)> {
+    let kvs = format!(r#"{{"{REVOKED_SERIAL}": "key-compromise"}}"#);
+    let fx = start(tag, "required", REVOCATION, &kvs)?;
+    let revoked = fx.root.leaf(&LeafSpec {
+        serial: vec![0x8f, 0x12, 0x35],
+        ..LeafSpec::default()
+    })?;
+    Ok((fx, revoked))
+}
+
 /// Reads until the server closes: `Ok(())` on a clean close (what a
 /// function's deny looks like to the client: close_notify, then FIN).
 fn read_to_close(mut tls: TlsStream) -> Result<()> {
@@ -63,12 +75,7 @@ fn sni(leaf: &Leaf, name: &str) -> ClientSpec {
 
 #[test]
 fn revoked_client_denied_unrevoked_succeeds_with_custom_data() -> Result<()> {
-    let kvs = format!(r#"{{"{REVOKED_SERIAL}": "key-compromise"}}"#);
-    let fx = start("fn-rev", "required", REVOCATION, &kvs)?;
-    let revoked = fx.root.leaf(&LeafSpec {
-        serial: vec![0x8f, 0x12, 0x35],
-        ..LeafSpec::default()
-    })?;
+    let (fx, revoked) = start_revocation("fn-rev")?;
     read_to_close(fx.tls(false, &ClientSpec::with_leaf(&revoked))?)?;
     let ev = fx.agent.event()?;
     assert_eq!(status(&ev), "Failed:ConnectionFunctionDenied", "{ev}");
@@ -411,12 +418,7 @@ except ssl.SSLError as e:
 /// alert, so a deny is a completed handshake followed by `close_notify`.
 #[test]
 fn denied_client_sees_a_completed_handshake_then_close_notify() -> Result<()> {
-    let kvs = format!(r#"{{"{REVOKED_SERIAL}": "key-compromise"}}"#);
-    let fx = start("fn-py", "required", REVOCATION, &kvs)?;
-    let revoked = fx.root.leaf(&LeafSpec {
-        serial: vec![0x8f, 0x12, 0x35],
-        ..LeafSpec::default()
-    })?;
+    let (fx, revoked) = start_revocation("fn-py")?;
     let dir = fx.dir.path();
     pki::write(dir, "rev.pem", &pki::pem("CERTIFICATE", &[&revoked.der]))?;
     pki::write(
