@@ -108,7 +108,18 @@ pub(crate) struct Ahead<'a> {
     pub(crate) index: &'a [usize],
 }
 
-impl Ahead<'_> {
+impl<'a> Ahead<'a> {
+    /// The bytes of the records at `positions` when they are one run of
+    /// consecutive records of the batch.
+    pub(crate) fn run(self, positions: &[usize]) -> Option<&'a [u8]> {
+        let first = self.index[*positions.first()?];
+        let consecutive = positions
+            .iter()
+            .enumerate()
+            .all(|(k, &p)| self.index[p] == first + k);
+        consecutive.then(|| self.encoded.records(first, first + positions.len()))
+    }
+
     /// Appends the bytes of the records at `positions` (positions in the
     /// list the sink was asked to write), copying runs of consecutive
     /// records at once.
@@ -136,6 +147,12 @@ mod tests {
     use super::*;
     use crate::format::Format;
     use connlog_proto::Field;
+
+    fn want_01(encoder: &Encoder, records: &[ConnectionRecord]) -> Vec<u8> {
+        let mut want = Vec::new();
+        encoder.encode(&records[..2], &mut want);
+        want
+    }
 
     #[test]
     fn kept_records_are_the_bytes_encoding_them_alone_gives() {
@@ -172,6 +189,12 @@ mod tests {
             let mut want = Vec::new();
             encoder.encode([&records[1], &records[5]], &mut want);
             assert_eq!(odd, want);
+            let kept = Ahead {
+                encoded: e,
+                index: &index,
+            };
+            assert_eq!(kept.run(&[0, 1]), Some(&want_01(&encoder, &records)[..]));
+            assert_eq!(kept.run(&[1, 2]), None, "records 1 and 3: not one run");
             // Round 1 reuses round 0's buffers.
             encoders.give(encoded);
         }

@@ -124,18 +124,26 @@ impl FileSink {
             let Some(f) = self.open.get_mut(partition) else {
                 continue;
             };
+            // Records encoded already and in one run go to the file as
+            // they are (no header to put first, nothing to compress).
+            let as_is = ahead
+                .filter(|_| !gzip && (f.len > 0 || !encoder.has_header()))
+                .and_then(|a| a.run(list));
             let chunk = &mut self.chunk;
             chunk.clear();
-            if f.len == 0 {
-                encoder.header(chunk);
+            if as_is.is_none() {
+                if f.len == 0 {
+                    encoder.header(chunk);
+                }
+                match ahead {
+                    Some(a) => a.append(list.iter().copied(), chunk),
+                    None => encoder.encode(list.iter().map(|&i| records[i]), chunk),
+                }
+                if gzip {
+                    *chunk = gzip_member(chunk);
+                }
             }
-            match ahead {
-                Some(a) => a.append(list.iter().copied(), chunk),
-                None => encoder.encode(list.iter().map(|&i| records[i]), chunk),
-            }
-            if gzip {
-                *chunk = gzip_member(chunk);
-            }
+            let chunk = as_is.unwrap_or(chunk);
             touched.push((partition.clone(), f.len));
             let res = f.file.write_all(chunk);
             if let Err(e) = res {
