@@ -141,36 +141,53 @@ pub(crate) fn intent(leaf: &X509Certificate<'_>) -> Option<FailureCode> {
     }
 }
 
-/// Validity of every certificate on the path at `now` (Unix seconds).
-pub(crate) fn validity(path: &[&X509Certificate<'_>], now: i64) -> Option<FailureCode> {
-    let expired = path
-        .iter()
-        .any(|c| c.validity().not_after.timestamp() < now);
-    let not_yet = path
-        .iter()
-        .any(|c| c.validity().not_before.timestamp() > now);
-    if expired {
-        Some(FailureCode::ClientCertExpired)
-    } else if not_yet {
-        Some(FailureCode::ClientCertNotYetValid)
-    } else {
-        None
-    }
+/// The validity of a whole path as one window: the latest NotBefore and
+/// the earliest NotAfter on it (Unix seconds). Empty when the first is
+/// after the second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
 }
 
-/// A time at which every certificate on the path is valid, so that path
-/// building can be judged apart from expiry (SPEC.md puts Untrusted
-/// before Expired; webpki checks time first). `None` if there is none.
-pub(crate) fn time_inside(path: &[&X509Certificate<'_>]) -> Option<i64> {
-    let start = path
-        .iter()
-        .map(|c| c.validity().not_before.timestamp())
-        .max()?;
-    let end = path
-        .iter()
-        .map(|c| c.validity().not_after.timestamp())
-        .min()?;
-    (start <= end).then_some(start)
+impl Window {
+    /// The window of the certificates on `path` (at least one).
+    pub(crate) fn of(path: &[&X509Certificate<'_>]) -> Self {
+        let times = path.iter().map(|c| {
+            let v = c.validity();
+            (v.not_before.timestamp(), v.not_after.timestamp())
+        });
+        times.fold(
+            Window {
+                not_before: i64::MIN,
+                not_after: i64::MAX,
+            },
+            |w, (nb, na)| Window {
+                not_before: w.not_before.max(nb),
+                not_after: w.not_after.min(na),
+            },
+        )
+    }
+
+    /// Expired if any certificate on the path is at `now`, else
+    /// NotYetValid if any is not yet.
+    pub(crate) fn check(self, now: i64) -> Option<FailureCode> {
+        if self.not_after < now {
+            Some(FailureCode::ClientCertExpired)
+        } else if self.not_before > now {
+            Some(FailureCode::ClientCertNotYetValid)
+        } else {
+            None
+        }
+    }
+
+    /// A time at which every certificate on the path is valid, so that
+    /// path building can be judged apart from expiry (SPEC.md puts
+    /// Untrusted before Expired; webpki checks time first). `None` if there
+    /// is none.
+    pub(crate) fn inside(self) -> Option<i64> {
+        (self.not_before <= self.not_after).then_some(self.not_before)
+    }
 }
 
 #[cfg(test)]
@@ -241,6 +258,49 @@ mod tests {
         assert_eq!(
             key_type(&[b], &all),
             Some(FailureCode::ClientCertTypeUnsupported)
+        );
+    }
+
+    #[test]
+    fn window_is_the_intersection_of_the_path() {
+        let key = KeyPair::generate().unwrap();
+        let cert = |from: i32, to: i32| {
+            let mut p = CertificateParams::new(vec!["a.test".into()]).unwrap();
+            p.not_before = rcgen::date_time_ymd(from, 1, 1);
+            p.not_after = rcgen::date_time_ymd(to, 1, 1);
+            p.self_signed(&key).unwrap()
+        };
+        let secs = |year: i32| rcgen::date_time_ymd(year, 1, 1).unix_timestamp();
+        let (a, b) = (cert(2020, 2030), cert(2022, 2040));
+        let (_, a) = X509Certificate::from_der(a.der()).unwrap();
+        let (_, b) = X509Certificate::from_der(b.der()).unwrap();
+        let w = Window::of(&[&a, &b]);
+        assert_eq!(
+            w,
+            Window {
+                not_before: secs(2022),
+                not_after: secs(2030)
+            }
+        );
+        assert_eq!(w.inside(), Some(secs(2022)));
+        assert_eq!(
+            w.check(secs(2022) - 1),
+            Some(FailureCode::ClientCertNotYetValid)
+        );
+        assert_eq!(w.check(secs(2022)), None);
+        assert_eq!(w.check(secs(2030)), None);
+        assert_eq!(
+            w.check(secs(2030) + 1),
+            Some(FailureCode::ClientCertExpired)
+        );
+        // Disjoint: no time inside; Expired wins over NotYetValid.
+        let later = cert(2031, 2032);
+        let (_, c) = X509Certificate::from_der(later.der()).unwrap();
+        let w = Window::of(&[&a, &c]);
+        assert_eq!(w.inside(), None);
+        assert_eq!(
+            w.check(secs(2030) + 10),
+            Some(FailureCode::ClientCertExpired)
         );
     }
 

@@ -22,7 +22,7 @@ use x509_parser::prelude::*;
 use crate::config::{MtlsConfig, MtlsMode};
 use crate::{ClientCertInfo, FailureCode};
 
-use cache::PathCache;
+use cache::{Judgement, JudgementCache};
 
 /// The policy of one listener, shared by its connections. Built at start
 /// and on every reload.
@@ -35,8 +35,8 @@ pub(crate) struct Policy {
     anchor_subjects: Vec<Vec<u8>>,
     hints: Vec<DistinguishedName>,
     provider: Arc<CryptoProvider>,
-    /// webpki's verdicts on chains seen before.
-    paths: PathCache,
+    /// Judgements of chains seen before.
+    judgements: JudgementCache,
 }
 
 /// What the verifier saw on one connection.
@@ -95,24 +95,45 @@ impl Policy {
             anchor_subjects,
             hints,
             provider,
-            paths: PathCache::default(),
+            judgements: JudgementCache::default(),
         })
     }
 
-    /// Every check in SPEC.md's precedence; the first code that applies,
-    /// and the leaf's fields when it parses.
+    /// Every check in SPEC.md's precedence at `now`: the first code that
+    /// applies, and the leaf's fields when it parses. A chain seen before
+    /// is judged from the cache, with only the clock read again.
     fn judge(
         &self,
         chain: &[&[u8]],
         now: UnixTime,
     ) -> (Option<FailureCode>, Option<ClientCertInfo>) {
-        let mtls = &self.mtls;
-        if chain.len() > mtls.max_chain_depth {
+        if chain.len() > self.mtls.max_chain_depth {
             let leaf = crate::certinfo::from_der(chain[0]);
             return (Some(FailureCode::ClientCertMaxChainDepthExceeded), leaf);
         }
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let key = JudgementCache::key(chain);
+        if let Some(judged) = self.judgements.get(&key) {
+            return (judged.at(now_secs), judged.leaf.clone());
+        }
+        let (judged, cacheable) = self.judge_fresh(chain, now);
+        let code = judged.at(now_secs);
+        if cacheable {
+            let leaf = judged.leaf.clone();
+            self.judgements.put(key, Arc::new(judged));
+            (code, leaf)
+        } else {
+            (code, judged.leaf)
+        }
+    }
+
+    /// Parses and checks `chain`; `true` with it when the judgement is the
+    /// chain's alone (everything but webpki reads the chain only, and
+    /// webpki is asked at a time inside the path's validity when there is
+    /// one).
+    fn judge_fresh(&self, chain: &[&[u8]], now: UnixTime) -> (Judgement, bool) {
         let mut codes: Vec<FailureCode> = Vec::new();
-        codes.extend(checks::size(chain, mtls.max_cert_size));
+        codes.extend(checks::size(chain, self.mtls.max_cert_size));
         let mut parsed = Vec::with_capacity(chain.len());
         let mut leaf = None;
         for (i, der) in chain.iter().enumerate() {
@@ -127,58 +148,63 @@ impl Policy {
             }
         }
         if parsed.len() != chain.len() {
-            return (codes.into_iter().min(), leaf);
+            let judged = Judgement {
+                code: codes.into_iter().min(),
+                window: None,
+                leaf,
+            };
+            return (judged, true);
         }
-        (self.judge_parsed(chain, &parsed, codes, now), leaf)
+        let (judged, cacheable) = self.judge_parsed(chain, &parsed, codes, now);
+        (Judgement { leaf, ..judged }, cacheable)
     }
 
     /// The checks that need every certificate parsed; `codes` holds what
-    /// was found so far.
+    /// was found so far. The leaf's fields are left to the caller.
     fn judge_parsed(
         &self,
         chain: &[&[u8]],
         parsed: &[X509Certificate<'_>],
         mut codes: Vec<FailureCode>,
         now: UnixTime,
-    ) -> Option<FailureCode> {
+    ) -> (Judgement, bool) {
         let mtls = &self.mtls;
+        let judged = |code, window| Judgement {
+            code,
+            window,
+            leaf: None,
+        };
         let anchors: Vec<&[u8]> = self.anchor_subjects.iter().map(Vec::as_slice).collect();
         if checks::path_len(parsed, &anchors).is_some_and(|len| len > mtls.max_chain_depth) {
-            return Some(FailureCode::ClientCertMaxChainDepthExceeded);
+            let code = Some(FailureCode::ClientCertMaxChainDepthExceeded);
+            return (judged(code, None), true);
         }
         codes.extend(checks::critical_extensions(parsed));
         codes.extend(checks::key_type(parsed, &mtls.key_types));
-        let path = checks::path(parsed);
-        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let window = checks::Window::of(&checks::path(parsed));
+        let mut cacheable = true;
+        let mut expiry = None;
         if let Some(webpki) = &self.webpki {
             // Judge the path at a time when it is valid, so a chain that is
             // both expired and untrusted reports Untrusted (SPEC.md order).
-            // At that time (a function of the chain) the verdict depends
-            // on the chain only: remember it.
-            let inside = checks::time_inside(&path).and_then(|t| u64::try_from(t).ok());
-            let key = inside.map(|_| PathCache::key(chain));
-            let verdict = match key.and_then(|k| self.paths.get(&k)) {
-                Some(verdict) => verdict,
-                None => {
-                    let at = inside.map_or(now, |t| {
-                        UnixTime::since_unix_epoch(std::time::Duration::from_secs(t))
-                    });
-                    let (ee, rest) = (CertificateDer::from(chain[0]), &chain[1..]);
-                    let ints: Vec<CertificateDer<'_>> =
-                        rest.iter().map(|d| CertificateDer::from(*d)).collect();
-                    let verdict = webpki
-                        .verify_client_cert(&ee, &ints, at)
-                        .err()
-                        .map(|err| crate::tls::classify::rustls_code(&err));
-                    if let Some(k) = key {
-                        self.paths.put(k, verdict);
-                    }
-                    verdict
-                }
-            };
-            codes.extend(verdict);
+            // Without such a time webpki is asked at `now`, and its verdict
+            // is not the chain's alone.
+            let inside = window.inside().and_then(|t| u64::try_from(t).ok());
+            cacheable = inside.is_some();
+            let at = inside.map_or(now, |t| {
+                UnixTime::since_unix_epoch(std::time::Duration::from_secs(t))
+            });
+            let (ee, rest) = (CertificateDer::from(chain[0]), &chain[1..]);
+            let ints: Vec<CertificateDer<'_>> =
+                rest.iter().map(|d| CertificateDer::from(*d)).collect();
+            codes.extend(
+                webpki
+                    .verify_client_cert(&ee, &ints, at)
+                    .err()
+                    .map(|err| crate::tls::classify::rustls_code(&err)),
+            );
             if !mtls.ignore_certificate_expiry {
-                codes.extend(checks::validity(&path, now_secs));
+                expiry = Some(window);
             }
         }
         codes.extend(checks::intent(&parsed[0]));
@@ -189,7 +215,7 @@ impl Policy {
                 codes.push(FailureCode::ClientCertRejected);
             }
         }
-        codes.into_iter().min()
+        (judged(codes.into_iter().min(), expiry), cacheable)
     }
 }
 
@@ -315,15 +341,4 @@ impl ClientCertVerifier for Policy {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn der_name_wraps_content() {
-        assert_eq!(der_name(&[1, 2]), vec![0x30, 2, 1, 2]);
-        let long = vec![7u8; 300];
-        let wrapped = der_name(&long);
-        assert_eq!(&wrapped[..4], &[0x30, 0x82, 0x01, 0x2c]);
-        assert_eq!(wrapped.len(), 304);
-    }
-}
+mod tests;
