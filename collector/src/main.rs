@@ -3,6 +3,7 @@
 
 mod config;
 mod dedup;
+mod encoded;
 mod filter;
 mod format;
 mod journal;

@@ -11,6 +11,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::config::{Config, Fsync, SinkConfig, TlsFiles};
 use crate::dedup::Dedup;
+use crate::encoded::Encoders;
 use crate::journal::Journal;
 use crate::server::Service;
 use crate::ship::{BatchPool, Routes};
@@ -45,7 +46,15 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
         None => None,
     };
     let pool = BatchPool::default();
-    let writer = Writer::new(sinks, dedup, journal, observers.clone(), pool.clone());
+    let encoders = Encoders::new(&cfg.sinks);
+    let writer = Writer::new(
+        sinks,
+        dedup,
+        journal,
+        observers.clone(),
+        pool.clone(),
+        encoders.clone(),
+    );
     let writer_thread = std::thread::Builder::new()
         .name("connlog-writer".into())
         .spawn(move || writer.run(jobs_rx))
@@ -70,6 +79,7 @@ pub(crate) async fn run(cfg: Config) -> Result<()> {
             jobs: jobs.clone(),
             observers,
             max_batch_records: cfg.max_batch_records,
+            encoders,
         },
         cfg.max_message_bytes,
         pool,

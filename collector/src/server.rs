@@ -14,6 +14,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::encoded::Encoders;
 use crate::filter::Filter;
 use crate::writer::Job;
 
@@ -21,6 +22,9 @@ pub(crate) struct Service {
     pub(crate) jobs: mpsc::Sender<Job>,
     pub(crate) observers: broadcast::Sender<Arc<ConnectionRecord>>,
     pub(crate) max_batch_records: usize,
+    /// Batches are encoded for the file sinks here, on the streams' tasks,
+    /// so the writer thread only drops duplicates and appends.
+    pub(crate) encoders: Encoders,
 }
 
 /// Batches of one stream written or being written before the next is
@@ -92,6 +96,7 @@ impl Collector for Service {
         let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(PIPELINE);
         let jobs = self.jobs.clone();
         let max = self.max_batch_records;
+        let encoders = self.encoders.clone();
         tokio::spawn(async move {
             loop {
                 let item = match inbound.message().await {
@@ -100,6 +105,7 @@ impl Collector for Service {
                             let (done, answer) = oneshot::channel();
                             let sequence = batch.sequence;
                             let job = Job::Write {
+                                encoded: encoders.encode(&batch.records),
                                 records: batch.records,
                                 done,
                             };

@@ -9,6 +9,7 @@ use connlog_proto::v1::ConnectionRecord;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::dedup::{Dedup, KeySet};
+use crate::encoded::{Ahead, Encoded, Encoders};
 use crate::journal::Journal;
 use crate::ship::BatchPool;
 use crate::sink::{Sink, SinkError};
@@ -18,6 +19,9 @@ pub(crate) enum Job {
     /// Write a batch; answer `Ok(duplicates)` once every sink wrote it.
     Write {
         records: Vec<ConnectionRecord>,
+        /// The batch in each sink's format, by sink index (none: the
+        /// sink encodes it).
+        encoded: Vec<Option<Encoded>>,
         done: oneshot::Sender<Result<u32, String>>,
     },
     /// Housekeeping: finalise idle files, expire dedup entries.
@@ -33,6 +37,8 @@ pub(crate) struct Writer {
     observers: broadcast::Sender<Arc<ConnectionRecord>>,
     /// Where written batches' records go to be decoded into again.
     pool: BatchPool,
+    /// Where written batches' encoded buffers go to be encoded into again.
+    encoders: Encoders,
 }
 
 impl Writer {
@@ -42,6 +48,7 @@ impl Writer {
         journal: Option<Journal>,
         observers: broadcast::Sender<Arc<ConnectionRecord>>,
         pool: BatchPool,
+        encoders: Encoders,
     ) -> Self {
         Self {
             sinks,
@@ -49,6 +56,7 @@ impl Writer {
             journal,
             observers,
             pool,
+            encoders,
         }
     }
 
@@ -63,10 +71,15 @@ impl Writer {
         }
         while let Some(job) = jobs.blocking_recv() {
             match job {
-                Job::Write { records, done } => {
-                    let result = self.write(&records);
+                Job::Write {
+                    records,
+                    encoded,
+                    done,
+                } => {
+                    let result = self.write(&records, &encoded);
                     let _ = done.send(result);
                     self.pool.give(records);
+                    self.encoders.give(encoded);
                 }
                 Job::Tick => {
                     let now = Instant::now();
@@ -87,7 +100,11 @@ impl Writer {
         tracing::info!("all files finalised");
     }
 
-    fn write(&mut self, records: &[ConnectionRecord]) -> Result<u32, String> {
+    fn write(
+        &mut self,
+        records: &[ConnectionRecord],
+        encoded: &[Option<Encoded>],
+    ) -> Result<u32, String> {
         let now = Instant::now();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -123,7 +140,15 @@ impl Writer {
             todo.extend((0..records.len()).filter(|&i| written[i] & bit == 0));
             refs.clear();
             refs.extend(todo.iter().map(|&i| &records[i]));
-            match sink.write(&refs) {
+            let ahead = encoded
+                .get(index)
+                .and_then(Option::as_ref)
+                .filter(|e| e.len() == records.len())
+                .map(|encoded| Ahead {
+                    encoded,
+                    index: &todo,
+                });
+            match sink.write(&refs, ahead) {
                 Ok(()) => {
                     for &i in &todo {
                         self.dedup.mark(keys[i], index, now);

@@ -68,6 +68,11 @@ impl Encoder {
         }
     }
 
+    /// Whether a new file starts with a header.
+    pub(crate) fn has_header(&self) -> bool {
+        self.format == Format::W3c
+    }
+
     /// What a new file starts with (the `w3c` header).
     pub(crate) fn header(&self, out: &mut Vec<u8>) {
         if self.format == Format::W3c {

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,9 +15,11 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 
 use super::SinkError;
+use super::finalise::{Complete, Finaliser, finalise};
 use super::path::Partition;
 use crate::config::{FileSinkConfig, Fsync};
-use crate::format::{Format, journal_read, write_parquet};
+use crate::encoded::Ahead;
+use crate::format::Format;
 
 const TMP_SUFFIX: &str = ".connlog-tmp";
 
@@ -32,8 +34,8 @@ struct OpenFile {
 pub(crate) struct FileSink {
     cfg: FileSinkConfig,
     open: HashMap<Partition, OpenFile>,
-    /// Files whose finalisation failed (e.g. disk full); retried on tick.
-    unfinished: Vec<OpenFile>,
+    /// Makes complete files durable and visible, off the writer thread.
+    finaliser: Finaliser,
     counter: u64,
     /// A batch's bytes for one file, reused from batch to batch.
     chunk: Vec<u8>,
@@ -42,34 +44,40 @@ pub(crate) struct FileSink {
 impl FileSink {
     pub(crate) fn new(cfg: FileSinkConfig) -> Self {
         Self {
+            finaliser: Finaliser::start(&cfg),
             cfg,
             open: HashMap::new(),
-            unfinished: Vec::new(),
             counter: 0,
             chunk: Vec::new(),
         }
     }
 
     fn name(&self) -> String {
-        format!("sink[{}] ({})", self.cfg.index, self.cfg.dir.display())
+        sink_name(&self.cfg)
     }
 
     fn temp_tag(&self) -> String {
         format!(".s{}{TMP_SUFFIX}", self.cfg.index)
     }
 
-    /// Appends `records`; all or nothing.
-    pub(crate) fn write(&mut self, records: &[&ConnectionRecord]) -> Result<(), SinkError> {
-        let mut groups: Vec<(Partition, Vec<&ConnectionRecord>)> = Vec::new();
-        for r in records {
+    /// Appends `records` (their bytes taken from `ahead` when the batch
+    /// was encoded already); all or nothing.
+    pub(crate) fn write(
+        &mut self,
+        records: &[&ConnectionRecord],
+        ahead: Option<Ahead<'_>>,
+    ) -> Result<(), SinkError> {
+        // Each partition's records, as positions in `records`.
+        let mut groups: Vec<(Partition, Vec<usize>)> = Vec::new();
+        for (i, r) in records.iter().enumerate() {
             let (id, ms) = (&r.distribution_id, r.event_timestamp_ms);
             match groups.iter_mut().find(|(q, _)| q.holds(id, ms)) {
-                Some((_, list)) => list.push(r),
-                None => groups.push((Partition::of(id, ms), vec![r])),
+                Some((_, list)) => list.push(i),
+                None => groups.push((Partition::of(id, ms), vec![i])),
             }
         }
         let mut touched: Vec<(Partition, u64)> = Vec::new();
-        let result = self.write_groups(&groups, &mut touched);
+        let result = self.write_groups(records, ahead, &groups, &mut touched);
         if result.is_err() {
             for (p, len) in &touched {
                 if let Some(f) = self.open.get_mut(p) {
@@ -101,7 +109,9 @@ impl FileSink {
 
     fn write_groups(
         &mut self,
-        groups: &[(Partition, Vec<&ConnectionRecord>)],
+        records: &[&ConnectionRecord],
+        ahead: Option<Ahead<'_>>,
+        groups: &[(Partition, Vec<usize>)],
         touched: &mut Vec<(Partition, u64)>,
     ) -> Result<(), SinkError> {
         for (partition, list) in groups {
@@ -114,15 +124,26 @@ impl FileSink {
             let Some(f) = self.open.get_mut(partition) else {
                 continue;
             };
+            // Records encoded already and in one run go to the file as
+            // they are (no header to put first, nothing to compress).
+            let as_is = ahead
+                .filter(|_| !gzip && (f.len > 0 || !encoder.has_header()))
+                .and_then(|a| a.run(list));
             let chunk = &mut self.chunk;
             chunk.clear();
-            if f.len == 0 {
-                encoder.header(chunk);
+            if as_is.is_none() {
+                if f.len == 0 {
+                    encoder.header(chunk);
+                }
+                match ahead {
+                    Some(a) => a.append(list.iter().copied(), chunk),
+                    None => encoder.encode(list.iter().map(|&i| records[i]), chunk),
+                }
+                if gzip {
+                    *chunk = gzip_member(chunk);
+                }
             }
-            encoder.encode(list.iter().copied(), chunk);
-            if gzip {
-                *chunk = gzip_member(chunk);
-            }
+            let chunk = as_is.unwrap_or(chunk);
             touched.push((partition.clone(), f.len));
             let res = f.file.write_all(chunk);
             if let Err(e) = res {
@@ -183,66 +204,31 @@ impl FileSink {
                 self.finalise(f);
             }
         }
-        for f in std::mem::take(&mut self.unfinished) {
-            self.finalise(f);
-        }
     }
 
-    /// Finalises every open file (shutdown).
+    /// Finalises every open file and waits until each was tried
+    /// (shutdown).
     pub(crate) fn close_all(&mut self) {
-        let all: Vec<OpenFile> = self
-            .open
-            .drain()
-            .map(|(_, f)| f)
-            .chain(std::mem::take(&mut self.unfinished))
-            .collect();
+        let all: Vec<OpenFile> = self.open.drain().map(|(_, f)| f).collect();
         for f in all {
             self.finalise(f);
         }
+        self.finaliser.flush();
     }
 
+    /// Waits until every file handed to the finaliser so far was tried.
+    #[cfg(test)]
+    pub(crate) fn flush_finalised(&self) {
+        self.finaliser.flush();
+    }
+
+    /// Hands a complete file to the finaliser (the handle closes here).
     fn finalise(&mut self, f: OpenFile) {
-        match self.try_finalise(&f.temp, &f.final_path) {
-            Ok(()) => tracing::debug!(file = %f.final_path.display(), "file complete"),
-            Err(err) => {
-                tracing::error!(error = %err, "finalising a file failed; will retry");
-                self.unfinished.push(f);
-            }
-        }
-    }
-
-    fn try_finalise(&self, temp: &Path, final_path: &Path) -> Result<(), SinkError> {
-        if self.cfg.encoder.format == Format::Parquet {
-            let mut journal = Vec::new();
-            File::open(temp)
-                .and_then(|mut f| f.read_to_end(&mut journal))
-                .map_err(|e| self.io_err(temp, e))?;
-            let (records, _) = journal_read(&journal);
-            let pq_temp = temp.with_extension("parquet-tmp");
-            let out = File::create(&pq_temp).map_err(|e| self.io_err(&pq_temp, e))?;
-            let written = write_parquet(&self.cfg.encoder.fields, &records, &out)
-                .map_err(|e| SinkError::Parquet {
-                    sink: self.name(),
-                    path: pq_temp.clone(),
-                    message: e.to_string(),
-                })
-                .and_then(|()| out.sync_all().map_err(|e| self.io_err(&pq_temp, e)));
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&pq_temp);
-                return Err(e);
-            }
-            std::fs::rename(&pq_temp, final_path).map_err(|e| self.io_err(final_path, e))?;
-            std::fs::remove_file(temp).map_err(|e| self.io_err(temp, e))?;
-        } else {
-            File::open(temp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| self.io_err(temp, e))?;
-            std::fs::rename(temp, final_path).map_err(|e| self.io_err(final_path, e))?;
-        }
-        if let Some(dir) = final_path.parent() {
-            let _ = File::open(dir).and_then(|d| d.sync_all());
-        }
-        Ok(())
+        let OpenFile {
+            temp, final_path, ..
+        } = f;
+        self.finaliser
+            .send(&self.cfg, Complete { temp, final_path });
     }
 
     /// At startup: finalises this sink's temporary files left by a crash.
@@ -270,13 +256,17 @@ impl FileSink {
                 tracing::error!(file = %temp.display(), error = %e, "recovering a file failed");
                 continue;
             }
-            match self.try_finalise(&temp, &final_path) {
+            match finalise(&self.cfg, &temp, &final_path) {
                 Ok(()) => count += 1,
                 Err(e) => tracing::error!(error = %e, "recovering a file failed"),
             }
         }
         count
     }
+}
+
+pub(super) fn sink_name(cfg: &FileSinkConfig) -> String {
+    format!("sink[{}] ({})", cfg.index, cfg.dir.display())
 }
 
 fn collect_temps(dir: &Path, tag: &str, out: &mut Vec<PathBuf>, depth: usize) {

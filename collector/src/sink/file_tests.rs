@@ -42,7 +42,7 @@ fn records(from: u64, n: u64, ts: u64) -> Vec<ConnectionRecord> {
 
 fn write(sink: &mut FileSink, recs: &[ConnectionRecord]) -> Result<(), super::SinkError> {
     let refs: Vec<&ConnectionRecord> = recs.iter().collect();
-    sink.write(&refs)
+    sink.write(&refs, None)
 }
 
 /// (finalised files, hidden temporary files) under `dir`.
@@ -97,6 +97,7 @@ fn files_appear_only_when_complete_and_rotate_by_size() {
     for i in 0..10 {
         write(&mut sink, &records(10 + i * 10, 10, H7)).unwrap();
     }
+    sink.flush_finalised();
     let (done, _) = files(dir.path());
     assert!(done.len() >= 2, "rotated by size: {done:?}");
     sink.close_all();

@@ -1,6 +1,7 @@
 //! Where records go: any number of sinks at once (files, OTLP, stdout).
 
 mod file;
+mod finalise;
 mod otlp;
 pub(crate) mod path;
 
@@ -11,6 +12,7 @@ use std::time::Instant;
 use connlog_proto::v1::ConnectionRecord;
 
 use crate::config::SinkConfig;
+use crate::encoded::Ahead;
 use crate::format::Encoder;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,13 +51,19 @@ impl Sink {
         }
     }
 
-    /// Writes `records`; on error nothing of them counts as written.
-    pub(crate) fn write(&mut self, records: &[&ConnectionRecord]) -> Result<(), SinkError> {
+    /// Writes `records` (a file sink takes their bytes from `ahead` when
+    /// the batch was encoded already); on error nothing of them counts as
+    /// written.
+    pub(crate) fn write(
+        &mut self,
+        records: &[&ConnectionRecord],
+        ahead: Option<Ahead<'_>>,
+    ) -> Result<(), SinkError> {
         if records.is_empty() {
             return Ok(());
         }
         match self {
-            Sink::File(f) => f.write(records),
+            Sink::File(f) => f.write(records, ahead),
             Sink::Stdout(encoder) => {
                 let mut out = Vec::new();
                 encoder.encode(records.iter().copied(), &mut out);

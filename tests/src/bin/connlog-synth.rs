@@ -150,10 +150,16 @@ async fn run(args: Args) -> Result<()> {
         let due = due.min(args.count);
         while generated < due {
             match &joiner {
-                Some(j) => j.send(&args.distribution, generated).await,
-                None => handle.send(synth_record(&args.agent_id, &args.distribution, generated)),
+                Some(j) => {
+                    let n = (due - generated).min(joiner::CHUNK);
+                    j.send(&args.distribution, generated, n).await;
+                    generated += n;
+                }
+                None => {
+                    handle.send(synth_record(&args.agent_id, &args.distribution, generated));
+                    generated += 1;
+                }
             }
-            generated += 1;
         }
         if args.rate == 0 {
             tokio::task::yield_now().await;
@@ -216,48 +222,27 @@ mod joiner {
         Joiner { tcp, tls, task }
     }
 
+    /// Records handed over at once: the terminator and the probe never
+    /// wait on the joiner (they `try_send`), so neither does this
+    /// generator per record; it waits until the joiner's queues have room
+    /// for a chunk, then sends the chunk without waiting.
+    pub(crate) const CHUNK: u64 = 1000;
+
     impl Joiner {
-        pub(crate) async fn send(&self, distribution: &str, n: u64) {
-            let tuple = Tuple::new(
-                (
-                    [198, 18, (n >> 8) as u8, n as u8],
-                    1024 + (n % 60_000) as u16,
-                )
-                    .into(),
-                ([198, 18, 0, 1], 443).into(),
-            );
-            let now = MonoNanos::now();
-            let _ = self
-                .tcp
-                .send(TcpEvent::Established {
-                    tuple,
-                    cookie: n + 1,
-                    syn_at: MonoNanos(now.0.saturating_sub(80_000)),
-                    established_at: now,
-                    synack_retransmits: 0,
-                })
-                .await;
-            let _ = self
-                .tls
-                .send(TlsOutcome {
-                    event_time: connlog_agent::tls::epoch_millis(),
-                    tls_protocol: Some("TLSv1.3".into()),
-                    tls_cipher: Some("TLS_AES_128_GCM_SHA256".into()),
-                    handshake_ms: Some(3),
-                    sni: Some("edge.test".into()),
-                    cert: Some(ClientCertInfo {
-                        serial: "00:b1:43:ed:93:d2:d8:f3:9d".into(),
-                        subject: "C=US, O=Example, CN=client.test".into(),
-                        issuer: "C=US, O=Example, CN=Example CA".into(),
-                        validity: "NotBefore=2025-06-05T23:28:21Z;NotAfter=2125-05-12T23:28:21Z"
-                            .into(),
-                        sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-                            .into(),
-                        sans: "DNS:client.test".into(),
-                    }),
-                    ..TlsOutcome::accepted(tuple, Some(n + 1), distribution.to_owned(), now)
-                })
-                .await;
+        /// Connections `first..first + count` (`count` at most [`CHUNK`]).
+        pub(crate) async fn send(&self, distribution: &str, first: u64, count: u64) {
+            let count = count.min(CHUNK) as usize;
+            let (Ok(tcp), Ok(tls)) = (
+                self.tcp.reserve_many(count).await,
+                self.tls.reserve_many(count).await,
+            ) else {
+                return;
+            };
+            for ((tcp, tls), n) in tcp.zip(tls).zip(first..) {
+                let (ev, outcome) = connection(distribution, n);
+                tcp.send(ev);
+                tls.send(outcome);
+            }
         }
 
         pub(crate) async fn finish(self) {
@@ -265,5 +250,42 @@ mod joiner {
             drop(self.tls);
             let _ = self.task.await;
         }
+    }
+
+    /// Connection `n`: its kernel `Established` event and TLS outcome.
+    fn connection(distribution: &str, n: u64) -> (TcpEvent, TlsOutcome) {
+        let tuple = Tuple::new(
+            (
+                [198, 18, (n >> 8) as u8, n as u8],
+                1024 + (n % 60_000) as u16,
+            )
+                .into(),
+            ([198, 18, 0, 1], 443).into(),
+        );
+        let now = MonoNanos::now();
+        let ev = TcpEvent::Established {
+            tuple,
+            cookie: n + 1,
+            syn_at: MonoNanos(now.0.saturating_sub(80_000)),
+            established_at: now,
+            synack_retransmits: 0,
+        };
+        let outcome = TlsOutcome {
+            event_time: connlog_agent::tls::epoch_millis(),
+            tls_protocol: Some("TLSv1.3".into()),
+            tls_cipher: Some("TLS_AES_128_GCM_SHA256".into()),
+            handshake_ms: Some(3),
+            sni: Some("edge.test".into()),
+            cert: Some(ClientCertInfo {
+                serial: "00:b1:43:ed:93:d2:d8:f3:9d".into(),
+                subject: "C=US, O=Example, CN=client.test".into(),
+                issuer: "C=US, O=Example, CN=Example CA".into(),
+                validity: "NotBefore=2025-06-05T23:28:21Z;NotAfter=2125-05-12T23:28:21Z".into(),
+                sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+                sans: "DNS:client.test".into(),
+            }),
+            ..TlsOutcome::accepted(tuple, Some(n + 1), distribution.to_owned(), now)
+        };
+        (ev, outcome)
     }
 }
