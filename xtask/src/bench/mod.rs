@@ -10,6 +10,7 @@ mod pipeline;
 mod tls;
 mod tls_ab;
 mod tls_cpu;
+mod tls_table;
 mod tls_targets;
 
 #[derive(Debug, Subcommand)]

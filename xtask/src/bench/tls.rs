@@ -1,7 +1,8 @@
 //! `cargo xtask bench tls`: connlog vs nginx (stream, `ssl_verify_client
 //! on`) vs HAProxy (`mode tcp`, `verify required`) with the same
 //! certificates, loader (`connlog-loadgen`), echo upstream and CPU pinning:
-//! the target on core 0, loader and upstream on core 1. Loopback only.
+//! the target on core 0; loader, echo upstream and collector on core 1.
+//! Loopback only.
 //!
 //! Before measuring, `connlog-loadgen check` proves each target does the
 //! same work: a full TLS 1.3 handshake (X25519, ECDSA P-256 server key,
@@ -12,7 +13,10 @@
 //! Per target: handshakes/s and p50/p99 connect→first echoed byte at
 //! concurrency 64 and 1, the target's CPU time per handshake (two ways,
 //! see `tls_cpu`), tickets received per handshake, and RSS per idle
-//! proxied connection at 1k connections.
+//! proxied connection at 1k connections. The targets take turns over
+//! `CONNLOG_BENCH_TLS_ROUNDS` rounds (default 3), each started afresh per
+//! round; CPU per handshake is the median of the rounds, the rest is the
+//! first round's.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,6 +28,7 @@ use anyhow::{Context, Result, bail};
 
 use super::tls_ab;
 use super::tls_cpu::{self, Cgroup};
+use super::tls_table::{Cpu, Row, print_table};
 use super::tls_targets::{
     self, Collector, connlog_all, connlog_off, connlog_probe, haproxy, nginx,
 };
@@ -106,40 +111,21 @@ pub fn run() -> Result<()> {
             requires_log: None,
         },
     ];
-    let mut rows = Vec::new();
-    for t in &targets {
-        eprintln!("xtask: bench tls: {}", t.name);
-        let work = dir.join(t.addr.port().to_string());
-        std::fs::create_dir_all(&work)?;
-        let log = work.join("stderr.log");
-        let cmd = pinned(0, &(t.start)(&work, t.addr)?);
-        let cgroup = Cgroup::create(&t.addr.port().to_string());
-        let mut cmd = match &cgroup {
-            Some(cg) => cg.wrap(&cmd),
-            None => cmd,
-        };
-        cmd.stderr(std::fs::File::create(&log)?);
-        let proc = Proc::spawn(cmd)?;
-        wait_port(t.addr)?;
-        if let Some(needle) = t.requires_log {
-            std::thread::sleep(Duration::from_millis(500));
-            if !std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains(needle)
-            {
-                eprintln!(
-                    "xtask: bench tls: {}: skipped, the agent never logged {needle:?}",
-                    t.name
-                );
+    let rounds = rounds()?;
+    let mut rows: Vec<(&str, Row)> = Vec::new();
+    for round in 1..=rounds {
+        for t in &targets {
+            eprintln!("xtask: bench tls: round {round}/{rounds}: {}", t.name);
+            let Some(running) = start(t, &dir, &pki)? else {
                 continue;
+            };
+            let row = rows.iter_mut().find(|(name, _)| *name == t.name);
+            match row {
+                Some((_, row)) => row.cpu.push(cpu(&running, t.addr, &pki)?.1),
+                None if round == 1 => rows.push((t.name, measure(&running, t.addr, &pki)?)),
+                None => {} // skipped in the first round: no row
             }
         }
-        if let Err(e) = check(t.addr, &pki) {
-            eprintln!("xtask: bench tls: {}: skipped: {e:#}", t.name);
-            continue;
-        }
-        rows.push((t.name, measure(&proc, cgroup.as_ref(), t.addr, &pki)?));
-        drop(proc);
     }
     print_table(&rows);
     // Every agent has stopped (and flushed) by now: what reached the files?
@@ -148,24 +134,70 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-struct Row {
-    c64: Report,
-    c1: Report,
-    /// From /proc/<pid>/stat of the target's processes.
-    proc_ms_per_hs: f64,
-    /// From the target's cgroup, when there is one.
-    cgroup_ms_per_hs: Option<f64>,
-    idle_kib: f64,
+/// A started target; the process stops before its cgroup is removed.
+struct Running {
+    proc: Proc,
+    cgroup: Option<Cgroup>,
+}
+
+/// Starts `t` pinned to core 0 in a cgroup of its own, or `None` (said on
+/// stderr) when it cannot be measured as configured.
+fn start(t: &Target, dir: &Path, pki: &Path) -> Result<Option<Running>> {
+    let work = dir.join(t.addr.port().to_string());
+    std::fs::create_dir_all(&work)?;
+    let log = work.join("stderr.log");
+    let cmd = pinned(0, &(t.start)(&work, t.addr)?);
+    let cgroup = Cgroup::create(&t.addr.port().to_string());
+    let mut cmd = match &cgroup {
+        Some(cg) => cg.wrap(&cmd),
+        None => cmd,
+    };
+    cmd.stderr(std::fs::File::create(&log)?);
+    let running = Running {
+        proc: Proc::spawn(cmd)?,
+        cgroup,
+    };
+    wait_port(t.addr)?;
+    if let Some(needle) = t.requires_log {
+        std::thread::sleep(Duration::from_millis(500));
+        if !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            eprintln!(
+                "xtask: bench tls: {}: skipped, the agent never logged {needle:?}",
+                t.name
+            );
+            return Ok(None);
+        }
+    }
+    if let Err(e) = check(t.addr, pki) {
+        eprintln!("xtask: bench tls: {}: skipped: {e:#}", t.name);
+        return Ok(None);
+    }
+    Ok(Some(running))
+}
+
+/// `CONNLOG_BENCH_TLS_ROUNDS` (default 3): how many times each target is
+/// started and its CPU per handshake measured, targets in turn.
+fn rounds() -> Result<usize> {
+    match std::env::var("CONNLOG_BENCH_TLS_ROUNDS") {
+        Err(_) => Ok(3),
+        Ok(v) => match v.parse() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => bail!("CONNLOG_BENCH_TLS_ROUNDS={v:?}: expected a whole number ≥ 1"),
+        },
+    }
 }
 
 #[derive(Debug)]
 pub(super) struct Report {
-    per_sec: f64,
+    pub(super) per_sec: f64,
     pub(super) handshakes: u64,
     pub(super) errors: u64,
-    p50_ms: f64,
-    p99_ms: f64,
-    tickets: u64,
+    pub(super) p50_ms: f64,
+    pub(super) p99_ms: f64,
+    pub(super) tickets: u64,
 }
 
 /// `connlog-loadgen check`: fails unless the target negotiates TLS 1.3
@@ -194,18 +226,28 @@ pub(super) fn check(addr: SocketAddr, pki: &Path) -> Result<()> {
     Ok(())
 }
 
-fn measure(target: &Proc, cgroup: Option<&Cgroup>, addr: SocketAddr, pki: &Path) -> Result<Row> {
+/// Warm-up, then c=64 for `SECS` with the target's CPU counted.
+fn cpu(target: &Running, addr: SocketAddr, pki: &Path) -> Result<(Report, Cpu)> {
     load(addr, pki, 64, 1.0)?; // warm-up
-    let proc0 = tls_cpu::proc_usec(target.pid())?;
-    let cg0 = cgroup.and_then(Cgroup::usage_usec);
+    let proc0 = tls_cpu::proc_usec(target.proc.pid())?;
+    let cg0 = target.cgroup.as_ref().and_then(Cgroup::usage_usec);
     let c64 = load(addr, pki, 64, SECS)?;
-    let proc1 = tls_cpu::proc_usec(target.pid())?;
-    let cg1 = cgroup.and_then(Cgroup::usage_usec);
-    let c1 = load(addr, pki, 1, SECS / 2.0)?;
+    let proc1 = tls_cpu::proc_usec(target.proc.pid())?;
+    let cg1 = target.cgroup.as_ref().and_then(Cgroup::usage_usec);
     let per_hs = |us: u64| us as f64 / 1000.0 / c64.handshakes.max(1) as f64;
-    let proc_ms_per_hs = per_hs(proc1.saturating_sub(proc0));
-    let cgroup_ms_per_hs = cg0.zip(cg1).map(|(a, b)| per_hs(b.saturating_sub(a)));
+    let cpu = Cpu {
+        proc_ms: per_hs(proc1.saturating_sub(proc0)),
+        cgroup_ms: cg0.zip(cg1).map(|(a, b)| per_hs(b.saturating_sub(a))),
+    };
+    Ok((c64, cpu))
+}
 
+/// The first round's full measurement: CPU at c=64, latency at c=1, RSS
+/// per idle proxied connection.
+fn measure(running: &Running, addr: SocketAddr, pki: &Path) -> Result<Row> {
+    let (c64, cpu) = cpu(running, addr, pki)?;
+    let c1 = load(addr, pki, 1, SECS / 2.0)?;
+    let target = &running.proc;
     let rss0 = tls_cpu::rss_kib(target.pid())?;
     let mut idle = Command::new(loadgen());
     idle.args([
@@ -233,8 +275,7 @@ fn measure(target: &Proc, cgroup: Option<&Cgroup>, addr: SocketAddr, pki: &Path)
     Ok(Row {
         c64,
         c1,
-        proc_ms_per_hs,
-        cgroup_ms_per_hs,
+        cpu: vec![cpu],
         idle_kib,
     })
 }
@@ -265,30 +306,6 @@ pub(super) fn load(addr: SocketAddr, pki: &Path, concurrency: usize, secs: f64) 
         p99_ms: f("p99_us") / 1000.0,
         tickets: v["tickets"].as_u64().unwrap_or(0),
     })
-}
-
-fn print_table(rows: &[(&str, Row)]) {
-    println!(
-        "| target | handshakes/s (c=64) | CPU ms/handshake (/proc) | CPU ms/handshake (cgroup) | tickets/handshake | p50 / p99 ms (c=64) | p50 / p99 ms (c=1) | RSS KiB per idle proxied conn (1k) | errors |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (name, r) in rows {
-        let cgroup = r
-            .cgroup_ms_per_hs
-            .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
-        let tickets = r.c64.tickets as f64 / r.c64.handshakes.max(1) as f64;
-        println!(
-            "| {name} | {:.0} | {:.3} | {cgroup} | {tickets:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} | {} |",
-            r.c64.per_sec,
-            r.proc_ms_per_hs,
-            r.c64.p50_ms,
-            r.c64.p99_ms,
-            r.c1.p50_ms,
-            r.c1.p99_ms,
-            r.idle_kib,
-            r.c64.errors + r.c1.errors,
-        );
-    }
 }
 
 pub(super) fn pinned(core: u32, cmd: &Command) -> Command {

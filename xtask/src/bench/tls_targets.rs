@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::tls::{ECHO, workspace};
+use super::tls::{ECHO, pinned, workspace};
 
 /// Where the "everything on" agent exports its records.
 pub(super) const COLLECTOR: &str = "127.0.0.1:29100";
@@ -129,8 +129,9 @@ pub(super) fn write_openssl_conf(path: &Path) -> Result<()> {
     .with_context(|| format!("writing {}", path.display()))
 }
 
-/// The connlog collector writing JSON files into `dir/out`; stopped with
-/// SIGTERM (it flushes) by [`Collector::stop`].
+/// The connlog collector writing JSON files into `dir/out`, on core 1 with
+/// the loader and the echo upstream (core 0 is the target's alone);
+/// stopped with SIGTERM (it flushes) by [`Collector::stop`].
 pub(super) struct Collector(Child);
 
 impl Collector {
@@ -145,9 +146,9 @@ impl Collector {
                 dir.join("out").display()
             ),
         )?;
-        let child = Command::new(workspace().join("target/release/connlog-collector"))
-            .arg("--config")
-            .arg(&config)
+        let mut collector = Command::new(workspace().join("target/release/connlog-collector"));
+        collector.arg("--config").arg(&config);
+        let child = pinned(1, &collector)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("collector.log"))?)
             .spawn()?;
