@@ -318,12 +318,15 @@ fn rejected_by_crl() -> Result<()> {
         mtls: "mode = \"required\"\ntrust_store = \"ca.pem\"\ncrl = [\"root.crl\"]\n".into(),
         extra: String::new(),
     };
+    // A PEM bundle: another CA's CRL first, the root's second (every
+    // block of the file counts, not only the first).
     let fx = TlsFixture::start("st-crl", spec, |f| {
+        let other = Ca::root("Other CA")?.crl(&[&[0x77]])?;
         let crl = f.root.crl(&[&[0x66, 0x01]])?;
         connlog_tests::pki::write(
             f.dir.path(),
             "root.crl",
-            &connlog_tests::pki::pem("X509 CRL", &[&crl]),
+            &connlog_tests::pki::pem("X509 CRL", &[&other, &crl]),
         )?;
         Ok(())
     })?;

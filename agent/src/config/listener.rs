@@ -347,6 +347,20 @@ trust_store = "/abs/ca.pem"
     }
 
     #[test]
+    fn access_rules_without_an_entry_are_refused() {
+        let text = format!("{MINIMAL}[listener.mtls.access]\n");
+        let err = Config::parse(&text, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("listener[0].mtls.access: no subject_cn, dns_san or uri_san entry"),
+            "{err}"
+        );
+        let text = format!("{MINIMAL}[listener.mtls.access]\nuri_san = [\"spiffe://a/b\"]\n");
+        assert!(Config::parse(&text, Path::new("/")).is_ok());
+    }
+
+    #[test]
     fn durations_parse() {
         assert_eq!(
             duration(Some("250ms"), "k").unwrap(),

@@ -108,6 +108,16 @@ impl RawMtls {
             return Err(ConfigError::invalid(key("key_types"), "must not be empty"));
         }
         if let Some(access) = &self.access {
+            if access.subject_cn.is_empty()
+                && access.dns_san.is_empty()
+                && access.uri_san.is_empty()
+            {
+                return Err(ConfigError::invalid(
+                    key("access"),
+                    "no subject_cn, dns_san or uri_san entry: it would refuse every certificate \
+                     (leave the section out to allow every valid one)",
+                ));
+            }
             for (list, k) in [
                 (&access.subject_cn, "access.subject_cn"),
                 (&access.dns_san, "access.dns_san"),

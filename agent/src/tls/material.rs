@@ -55,12 +55,10 @@ impl Material {
             Some(path) => trust_store(path, &format!("{p}.mtls.trust_store"))?,
             None => RootCertStore::empty(),
         };
-        let crls = cfg
-            .mtls
-            .crl
-            .iter()
-            .map(|path| crl(path, &format!("{p}.mtls.crl")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut crls = Vec::new();
+        for path in &cfg.mtls.crl {
+            crls.extend(crls_in(path, &format!("{p}.mtls.crl"))?);
+        }
         Ok(Self {
             default_cert,
             sni_certs,
@@ -165,21 +163,33 @@ fn trust_store(path: &Path, key: &str) -> Result<RootCertStore, ConfigError> {
     Ok(roots)
 }
 
-fn crl(path: &Path, key: &str) -> Result<CertificateRevocationListDer<'static>, ConfigError> {
+/// Every CRL in the file: one DER CRL, or any number of PEM `X509 CRL`
+/// blocks (a bundle), each of which must parse.
+fn crls_in(
+    path: &Path,
+    key: &str,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
     let bytes = read(path, key)?;
-    let crl = if bytes.starts_with(b"-----") {
-        CertificateRevocationListDer::from_pem_slice(&bytes).map_err(|e| {
-            ConfigError::file(key, path.to_path_buf(), format!("not a PEM CRL: {e}"))
-        })?
+    let error = |why: String| ConfigError::file(key, path.to_path_buf(), why);
+    let crls = if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| error(format!("not a PEM CRL: {e}")))?
     } else {
-        CertificateRevocationListDer::from(bytes)
+        vec![CertificateRevocationListDer::from(bytes)]
     };
-    if x509_parser::parse_x509_crl(&crl).is_err() {
-        return Err(ConfigError::file(
-            key,
-            path.to_path_buf(),
-            "not a valid CRL",
-        ));
+    if crls.is_empty() {
+        return Err(error("no X509 CRL block in the PEM file".into()));
     }
-    Ok(crl)
+    for (i, crl) in crls.iter().enumerate() {
+        if x509_parser::parse_x509_crl(crl).is_err() {
+            let which = if crls.len() == 1 {
+                String::new()
+            } else {
+                format!(" (CRL {} of {})", i + 1, crls.len())
+            };
+            return Err(error(format!("not a valid CRL{which}")));
+        }
+    }
+    Ok(crls)
 }
