@@ -8,16 +8,21 @@
 //! chain itself (see `checks::time_inside`), the trust store, CRLs and
 //! rules only change on reload, which builds a new policy with an empty
 //! cache, and CRL expiry is not enforced. The clock is read on every
-//! connection, outside the cache ([`Judgement::at`]). Bounded: cleared when
-//! full.
+//! connection, outside the cache ([`Judgement::at`]). Bounded in entries
+//! and in bytes (a hostile client can present large certificates that
+//! parse, so the leaf's fields can be large): cleared when either is full.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::{ClientCertInfo, FailureCode};
 
-/// Chains remembered per listener (≈ 500 bytes each with the leaf's fields).
+/// Chains remembered per listener (≈ 500 bytes each with the leaf's
+/// fields, for ordinary certificates).
 const CAPACITY: usize = 4096;
+
+/// What the remembered leaf fields may hold in all, per listener.
+const CAPACITY_BYTES: usize = 8 << 20;
 
 /// SHA-256 over the presented chain, each certificate length-prefixed.
 pub(crate) type ChainKey = [u8; 32];
@@ -41,11 +46,35 @@ impl Judgement {
         let clock = self.window.and_then(|w| w.check(now));
         self.code.into_iter().chain(clock).min()
     }
+
+    /// Bytes this judgement holds, the leaf's text fields included.
+    fn size(&self) -> usize {
+        let fields = self.leaf.as_ref().map_or(0, |c| {
+            [
+                &c.serial,
+                &c.subject,
+                &c.issuer,
+                &c.validity,
+                &c.sha256,
+                &c.sans,
+            ]
+            .iter()
+            .map(|s| s.len())
+            .sum()
+        });
+        std::mem::size_of::<(ChainKey, Self)>() + fields
+    }
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct JudgementCache {
-    judgements: Mutex<HashMap<ChainKey, Arc<Judgement>>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    judgements: HashMap<ChainKey, Arc<Judgement>>,
+    bytes: usize,
 }
 
 impl JudgementCache {
@@ -61,21 +90,34 @@ impl JudgementCache {
     }
 
     pub(crate) fn get(&self, key: &ChainKey) -> Option<Arc<Judgement>> {
-        self.judgements.lock().ok()?.get(key).cloned()
+        self.inner.lock().ok()?.judgements.get(key).cloned()
     }
 
     pub(crate) fn put(&self, key: ChainKey, judgement: Arc<Judgement>) {
-        if let Ok(mut map) = self.judgements.lock() {
-            if map.len() >= CAPACITY {
-                map.clear();
+        let size = judgement.size();
+        if size > CAPACITY_BYTES {
+            return;
+        }
+        if let Ok(mut inner) = self.inner.lock() {
+            if inner.judgements.len() >= CAPACITY || inner.bytes + size > CAPACITY_BYTES {
+                inner.judgements.clear();
+                inner.bytes = 0;
             }
-            map.insert(key, judgement);
+            if let Some(old) = inner.judgements.insert(key, judgement) {
+                inner.bytes -= old.size();
+            }
+            inner.bytes += size;
         }
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.judgements.lock().map_or(0, |map| map.len())
+        self.inner.lock().map_or(0, |inner| inner.judgements.len())
+    }
+
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.inner.lock().map_or(0, |inner| inner.bytes)
     }
 }
 
@@ -106,7 +148,38 @@ mod tests {
         for i in 0..CAPACITY as u32 + 1 {
             cache.put(JudgementCache::key(&[&i.to_be_bytes()]), judged(None));
         }
-        assert!(cache.judgements.lock().unwrap().len() <= CAPACITY);
+        assert!(cache.len() <= CAPACITY);
+    }
+
+    #[test]
+    fn large_leaf_fields_are_bounded_in_bytes() {
+        let cache = JudgementCache::default();
+        let big = "x".repeat(64 * 1024);
+        let leaf = ClientCertInfo {
+            serial: String::new(),
+            subject: big.clone(),
+            issuer: big,
+            validity: String::new(),
+            sha256: String::new(),
+            sans: String::new(),
+        };
+        let judged = Arc::new(Judgement {
+            code: Some(FailureCode::ClientCertUntrusted),
+            window: None,
+            leaf: Some(leaf),
+        });
+        // 128 KiB each: far fewer than CAPACITY fit in CAPACITY_BYTES.
+        for i in 0..1000u32 {
+            cache.put(JudgementCache::key(&[&i.to_be_bytes()]), judged.clone());
+            assert!(cache.bytes() <= CAPACITY_BYTES);
+        }
+        assert!(cache.len() <= CAPACITY_BYTES / (128 * 1024));
+        // The same key again replaces, and counts once.
+        let cache = JudgementCache::default();
+        let key = JudgementCache::key(&[b"one"]);
+        cache.put(key, judged.clone());
+        cache.put(key, judged.clone());
+        assert_eq!(cache.bytes(), judged.size());
     }
 
     #[test]

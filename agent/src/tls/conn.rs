@@ -94,11 +94,14 @@ pub(crate) async fn handle(
     }
     let first_byte = Instant::now();
     // Boxed: a connection that never sends a byte keeps only the small
-    // future above (idle connections cost little memory).
-    Box::pin(after_first_byte(
+    // future above (idle connections cost little memory). Bound first:
+    // awaited in the same statement, the unboxed future would stay in this
+    // one's layout (rustc keeps a statement's temporaries across its
+    // await), and every connection would copy it in and out.
+    let rest = Box::pin(after_first_byte(
         listener, state, stream, out, deadline, first_byte, sink,
-    ))
-    .await;
+    ));
+    rest.await;
 }
 
 /// `fut`'s output, or `None` when `deadline` passes first.
@@ -133,10 +136,9 @@ async fn after_first_byte(
     let cfg = &listener.cfg;
     // Boxed: the handshake's futures (acceptor, rustls state) are large
     // and finished before proxying starts; a proxied connection keeps
-    // only what it still uses.
-    let Some((mut tls, chain, mut out)) =
-        Box::pin(handshake(&state, stream, out, deadline, first_byte, &sink)).await
-    else {
+    // only what it still uses. (Bound first, as in `handle`.)
+    let handshake = Box::pin(handshake(&state, stream, out, deadline, first_byte, &sink));
+    let Some((mut tls, chain, mut out)) = handshake.await else {
         return;
     };
 
