@@ -29,6 +29,24 @@ pub fn meminfo_kib(field: &str) -> Option<u64> {
     kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, field)
 }
 
+/// The machine's CPU time so far, all CPUs together, in ticks: (idle,
+/// total), from the first line of `/proc/stat` (idle counts iowait too).
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    machine_ticks_of(stat.lines().next()?)
+}
+
+fn machine_ticks_of(line: &str) -> Option<(u64, u64)> {
+    let ticks: Vec<u64> = line
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((idle, ticks.iter().sum()))
+}
+
 /// The value of a `Field:   123 kB` line.
 fn kib_field(text: &str, field: &str) -> Option<u64> {
     text.lines()
@@ -48,5 +66,14 @@ mod tests {
         assert!(meminfo_kib("MemFree").is_some_and(|kib| kib > 0));
         assert!(cpu_us("self").is_some());
         assert_eq!(cpu_us("no-such-pid"), None);
+        assert!(machine_ticks().is_some_and(|(idle, total)| idle <= total && total > 0));
+    }
+
+    #[test]
+    fn machine_idle_counts_idle_and_iowait() {
+        let line = "cpu  100 5 50 800 20 0 3 0 0 0";
+        assert_eq!(machine_ticks_of(line), Some((820, 978)));
+        assert_eq!(machine_ticks_of("cpu0 1 2 3 4 5"), None);
+        assert_eq!(machine_ticks_of("cpu  1 2 x 4 5"), None);
     }
 }

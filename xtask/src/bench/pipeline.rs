@@ -76,6 +76,10 @@ pub fn run() -> Result<()> {
         m.collector_rss_kib / 1024
     );
     println!("| free memory at the start (page cache for the JSON file) | {mem_free_mib} MiB |");
+    println!(
+        "| machine idle during the throughput run (both cores, from /proc/stat) | {:.0}% |",
+        m.machine_idle
+    );
     Ok(())
 }
 
@@ -90,6 +94,9 @@ struct Measured {
     collector_rss_kib: u64,
     agent_cpu_us: f64,
     collector_cpu_us: f64,
+    /// Share of both cores idle over the throughput run: the stages
+    /// waiting on each other (on a quiet machine).
+    machine_idle: f64,
 }
 
 fn measure(bin: &Path, dir: &Path) -> Result<Measured> {
@@ -106,6 +113,7 @@ fn measure(bin: &Path, dir: &Path) -> Result<Measured> {
 
     // 2. End to end, closed loop at maximum rate.
     let mut collector = Collector::start(bin, &dir.join("tp"))?;
+    let ticks_before = procfs::machine_ticks();
     let report = synth(
         bin,
         &collector.url(),
@@ -118,6 +126,12 @@ fn measure(bin: &Path, dir: &Path) -> Result<Measured> {
             "2000",
         ],
     )?;
+    let machine_idle = match (ticks_before, procfs::machine_ticks()) {
+        (Some((i0, t0)), Some((i1, t1))) if t1 > t0 => {
+            100.0 * i1.saturating_sub(i0) as f64 / (t1 - t0) as f64
+        }
+        _ => f64::NAN,
+    };
     let collector_rss_kib = collector.peak_rss_kib();
     let collector_cpu_ms = collector.cpu_ms();
     collector.stop()?;
@@ -191,6 +205,7 @@ fn measure(bin: &Path, dir: &Path) -> Result<Measured> {
         collector_rss_kib,
         agent_cpu_us,
         collector_cpu_us,
+        machine_idle,
     })
 }
 
