@@ -47,6 +47,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::duration::duration;
 use super::function::{FunctionConfig, RawConnectionFunction};
 use super::mtls::{MtlsConfig, RawMtls};
 use super::{ConfigError, Ctx};
@@ -238,30 +239,6 @@ fn names(list: &[String], key: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `"250ms"`, `"10s"`, `"5m"`.
-fn duration(text: Option<&str>, key: &str) -> Result<Option<Duration>, ConfigError> {
-    let Some(text) = text else { return Ok(None) };
-    let bad = || {
-        ConfigError::invalid(
-            key,
-            format!("{text:?}: expected a duration like \"250ms\", \"10s\", \"5m\""),
-        )
-    };
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => return Err(bad()),
-    };
-    if d.is_zero() {
-        return Err(ConfigError::invalid(key, "must be more than zero"));
-    }
-    Ok(Some(d))
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -358,19 +335,5 @@ trust_store = "/abs/ca.pem"
         );
         let text = format!("{MINIMAL}[listener.mtls.access]\nuri_san = [\"spiffe://a/b\"]\n");
         assert!(Config::parse(&text, Path::new("/")).is_ok());
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(
-            duration(Some("250ms"), "k").unwrap(),
-            Some(Duration::from_millis(250))
-        );
-        assert_eq!(
-            duration(Some("5m"), "k").unwrap(),
-            Some(Duration::from_secs(300))
-        );
-        assert!(duration(Some("0s"), "k").is_err());
-        assert!(duration(Some("s"), "k").is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! `[agent]` here, `[probe]` in `probe.rs`, `[[listener]]` in `listener.rs`,
 //! `[export]` in `export.rs`, `[metrics]` in `metrics.rs`.
 
+mod duration;
 mod error;
 mod export;
 mod function;
@@ -82,6 +83,12 @@ impl Config {
             .enumerate()
             .map(|(i, l)| l.validate(&ctx, i))
             .collect::<Result<Vec<_>, _>>()?;
+        if raw.agent.id.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::invalid(
+                "agent.id",
+                "must not be empty (leave it out for the host name)",
+            ));
+        }
         Ok(Config {
             agent_id: raw.agent.id.unwrap_or_else(default_agent_id),
             probe: raw.probe.validate(&ctx)?,
@@ -240,6 +247,15 @@ mod tests {
             Some(PathBuf::from("/var/lib/connlog/spool"))
         );
         assert_eq!(cfg.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    }
+
+    #[test]
+    fn empty_agent_id_is_refused() {
+        let err = Config::parse("[agent]\nid = \"\"\n", Path::new("/")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("agent.id: must not be empty"),
+            "{err}"
+        );
     }
 
     #[test]

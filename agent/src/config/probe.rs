@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::duration::duration;
 use super::{ConfigError, Ctx};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,13 +118,8 @@ impl RawProbe {
         if self.ports.contains(&0) {
             return Err(ConfigError::invalid("probe.ports", "port 0"));
         }
-        let syn_timeout = match self.syn_timeout {
-            Some(s) => parse_duration(&s).filter(|d| !d.is_zero()).ok_or_else(|| {
-                ConfigError::invalid(
-                    "probe.syn_timeout",
-                    format!("{s:?}: expected e.g. \"500ms\" or \"3s\""),
-                )
-            })?,
+        let syn_timeout = match duration(self.syn_timeout.as_deref(), "probe.syn_timeout")? {
+            Some(d) => d,
             None => kernel_give_up(std::fs::read_to_string(SYNACK_RETRIES)),
         };
         let ring_bytes = self.ring_bytes.unwrap_or(d.ring_bytes);
@@ -206,19 +202,6 @@ fn kernel_give_up(sysctl: std::io::Result<String>) -> Duration {
             KERNEL_GIVE_UP_FALLBACK
         }
     }
-}
-
-/// `"250ms"`, `"3s"`.
-fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if let Some(ms) = s.strip_suffix("ms") {
-        return ms.trim().parse().ok().map(Duration::from_millis);
-    }
-    s.strip_suffix('s')?
-        .trim()
-        .parse()
-        .ok()
-        .map(Duration::from_secs)
 }
 
 #[cfg(test)]
