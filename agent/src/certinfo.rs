@@ -25,6 +25,8 @@ pub(crate) fn from_parsed(cert: &X509Certificate<'_>, der: &[u8]) -> ClientCertI
             time(validity.not_before),
             time(validity.not_after)
         ),
+        not_before_s: Some(validity.not_before.timestamp()),
+        not_after_s: Some(validity.not_after.timestamp()),
         sha256: sha256_hex(der),
         sans: sans(cert),
     }
@@ -232,6 +234,13 @@ mod tests {
         assert_eq!(
             info.validity,
             "NotBefore=2025-06-05T00:00:00Z;NotAfter=2125-05-12T00:00:00Z"
+        );
+        // The seconds the joiner puts in the record are the text's times.
+        assert_eq!(info.not_before_s, Some(1_749_081_600));
+        assert_eq!(info.not_after_s, Some(4_902_681_600));
+        assert_eq!(
+            info.not_before_s,
+            connlog_proto::parse_rfc3339_s("2025-06-05T00:00:00Z")
         );
         assert_eq!(
             info.sans,

@@ -15,6 +15,15 @@ use super::spool::Spool;
 use super::stats::ExportStats;
 use crate::config::ExportConfig;
 
+/// Emptied bodies kept for reuse: batches are acknowledged a few at a
+/// time while the next ones fill.
+const SPARES: usize = 4;
+
+/// A new body's capacity is the last body's plus this share of it, so that
+/// a batch a little larger than the last one does not double its body
+/// (a copy and a megabyte of fresh pages) as it fills.
+const HEADROOM: usize = 8;
+
 /// A batch awaiting acknowledgement, encoded, in memory or on disk.
 pub(crate) struct Held {
     pub(crate) body: Option<Arc<Vec<u8>>>,
@@ -34,11 +43,13 @@ pub(crate) struct Buffer {
     /// The next batch's body, records encoded as they arrive.
     pending: Vec<u8>,
     pending_records: usize,
-    /// Size of the last batch cut: the next body's starting capacity.
+    /// Size of the last batch cut: the next body's starting capacity
+    /// (plus [`HEADROOM`]).
     last_body: usize,
-    /// An acknowledged batch's body, emptied, for the next batch to fill
-    /// (one allocation and its page faults less per batch).
-    spare: Option<Vec<u8>>,
+    /// Acknowledged batches' bodies, emptied, for the next batches to fill
+    /// (an allocation and its page faults less per batch), at most
+    /// [`SPARES`].
+    spares: Vec<Vec<u8>>,
     /// Unacknowledged batches by sequence.
     pub(crate) unacked: BTreeMap<u64, Held>,
     /// Records and bytes held in memory (pending + in-memory batches).
@@ -61,7 +72,7 @@ impl Buffer {
             pending: Vec::new(),
             pending_records: 0,
             last_body: 0,
-            spare: None,
+            spares: Vec::new(),
             unacked: BTreeMap::new(),
             mem_records: 0,
             mem_bytes: 0,
@@ -138,11 +149,16 @@ impl Buffer {
         }
         if self.pending_records == 0 {
             if self.pending.capacity() == 0
-                && let Some(spare) = self.spare.take()
+                && let Some(spare) = self.spares.pop()
             {
                 self.pending = spare;
             }
-            self.pending.reserve(self.last_body.max(4096));
+            // A spare is taken as it is unless it is smaller than the last
+            // body (growing it would copy it to fresh pages).
+            if self.pending.capacity() < self.last_body.max(4096) {
+                self.pending
+                    .reserve((self.last_body + self.last_body / HEADROOM).max(4096));
+            }
             wire::begin_body(&self.agent_id, &mut self.pending);
             self.mem_bytes += self.pending.len();
         }
@@ -232,9 +248,11 @@ impl Buffer {
                 self.mem_bytes -= held.bytes;
             }
         }
-        if let Some(Ok(mut body)) = held.body.map(Arc::try_unwrap) {
+        if self.spares.len() < SPARES
+            && let Some(Ok(mut body)) = held.body.map(Arc::try_unwrap)
+        {
             body.clear();
-            self.spare = Some(body);
+            self.spares.push(body);
         }
         Some(held.records)
     }

@@ -167,6 +167,8 @@ mod tests {
             subject: "CN=c".into(),
             issuer: "CN=ca".into(),
             validity: "NotBefore=2025-06-05T23:28:21Z;NotAfter=2125-05-12T23:28:21Z".into(),
+            not_before_s: Some(1_749_166_101),
+            not_after_s: Some(4_902_766_101),
             sha256: "ab".into(),
             sans: String::new(),
         };

@@ -1,7 +1,6 @@
 //! Building the wire record from the agent's types: the one place the
 //! agent's `Status` becomes `connlog.v1`'s enums.
 
-use connlog_proto::parse_rfc3339_s;
 use connlog_proto::v1::{self, ConnectionRecord};
 
 use crate::probe::TcpFailureDetail;
@@ -107,30 +106,15 @@ pub(crate) fn from_tls(o: TlsOutcome, agent_id: &str) -> ConnectionRecord {
     addresses(&mut r, &o.tuple);
     set_status(&mut r, o.status);
     if let Some(cert) = o.cert {
-        let (nb, na) = parse_validity(&cert.validity);
         r.client_leaf_cert_serial_number = Some(cert.serial);
         r.client_leaf_cert_subject = Some(cert.subject.into_bytes());
         r.client_leaf_cert_issuer = Some(cert.issuer.into_bytes());
-        r.client_leaf_cert_not_before_s = nb;
-        r.client_leaf_cert_not_after_s = na;
+        r.client_leaf_cert_not_before_s = cert.not_before_s;
+        r.client_leaf_cert_not_after_s = cert.not_after_s;
         r.client_leaf_cert_sha256 = Some(cert.sha256).filter(|s| !s.is_empty());
         r.client_leaf_cert_sans = Some(cert.sans.into_bytes()).filter(|s| !s.is_empty());
     }
     r
-}
-
-/// `NotBefore=…Z;NotAfter=…Z` → Unix seconds.
-fn parse_validity(text: &str) -> (Option<i64>, Option<i64>) {
-    let mut nb = None;
-    let mut na = None;
-    for part in text.split(';') {
-        if let Some(v) = part.strip_prefix("NotBefore=") {
-            nb = parse_rfc3339_s(v);
-        } else if let Some(v) = part.strip_prefix("NotAfter=") {
-            na = parse_rfc3339_s(v);
-        }
-    }
-    (nb, na)
 }
 
 /// A record for a kernel-level failure that never reached `accept()`.
@@ -180,14 +164,5 @@ mod tests {
         }
         let v6: std::net::IpAddr = "fd00::1".parse().unwrap();
         assert_eq!(ip_text(v6), "fd00::1");
-    }
-
-    #[test]
-    fn validity_round_trips() {
-        assert_eq!(
-            parse_validity("NotBefore=2025-06-05T23:28:21Z;NotAfter=2125-05-14T23:33:21Z"),
-            (Some(1_749_166_101), Some(4_902_939_201))
-        );
-        assert_eq!(parse_validity(""), (None, None));
     }
 }

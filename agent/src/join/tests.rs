@@ -97,6 +97,8 @@ fn outcome(port: u16, cookie: u64, status: Status, detail: Option<&str>) -> TlsO
             subject: "CN=client.test".into(),
             issuer: "CN=ca".into(),
             validity: "NotBefore=2025-06-05T23:28:21Z;NotAfter=2125-05-14T23:33:21Z".into(),
+            not_before_s: Some(1_749_166_101),
+            not_after_s: Some(4_902_939_201),
             sha256: "ab".into(),
             sans: String::new(),
         }),

@@ -160,6 +160,8 @@ mod tests {
             subject: big.clone(),
             issuer: big,
             validity: String::new(),
+            not_before_s: None,
+            not_after_s: None,
             sha256: String::new(),
             sans: String::new(),
         };

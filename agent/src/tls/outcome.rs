@@ -99,6 +99,13 @@ pub struct ClientCertInfo {
     pub issuer: String,
     /// `clientLeafCertValidity`: `NotBefore=…Z;NotAfter=…Z`.
     pub validity: String,
+    /// The validity's two times as Unix seconds (the record's
+    /// `clientLeafCertNotBefore`/`NotAfter`), so that the joiner does not
+    /// parse the text back per record.
+    #[serde(skip)]
+    pub not_before_s: Option<i64>,
+    #[serde(skip)]
+    pub not_after_s: Option<i64>,
     /// `clientLeafCertSha256`: SHA-256 of the leaf DER, lowercase hex.
     pub sha256: String,
     /// `clientLeafCertSans`: `DNS:a.test,URI:spiffe://x,IP:198.18.0.2`;

@@ -281,6 +281,8 @@ mod joiner {
                 subject: "C=US, O=Example, CN=client.test".into(),
                 issuer: "C=US, O=Example, CN=Example CA".into(),
                 validity: "NotBefore=2025-06-05T23:28:21Z;NotAfter=2125-05-12T23:28:21Z".into(),
+                not_before_s: Some(1_749_166_101),
+                not_after_s: Some(4_902_766_101),
                 sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
                 sans: "DNS:client.test".into(),
             }),
