@@ -52,9 +52,14 @@ impl Netns {
     }
 }
 
-/// Closes `stream` with an RST (SO_LINGER 0) instead of a FIN.
+/// Ends `stream` with an RST instead of a FIN, now: `connect(AF_UNSPEC)`
+/// aborts the connection (what `close` does with SO_LINGER 0) even while
+/// another process still holds a copy of the descriptor, e.g. a child a
+/// concurrent test is forking (its copy lives until its `exec`), where a
+/// plain close would send the RST only when that copy goes.
 pub fn reset(stream: TcpStream) -> Result<()> {
     rustix::net::sockopt::set_socket_linger(&stream, Some(Duration::ZERO))?;
+    rustix::net::connect_unspec(&stream).context("aborting the connection")?;
     drop(stream);
     Ok(())
 }

@@ -66,13 +66,19 @@ impl ProbeFixture {
             .pair
             .client
             .run_in(move || -> std::io::Result<OwnedFd> {
-                use rustix::net::{AddressFamily, SocketType, bind, connect, socket, sockopt};
+                use rustix::net::{
+                    AddressFamily, SocketFlags, SocketType, bind, connect, socket_with, sockopt,
+                };
                 let family = if v6 {
                     AddressFamily::INET6
                 } else {
                     AddressFamily::INET
                 };
-                let fd = socket(family, SocketType::STREAM, None)?;
+                // CLOEXEC, as std's sockets: without it every process a
+                // concurrent test starts kept the connection open, so the
+                // test's RST and the tuple's reuse came only when that
+                // process exited (the `reused_tuple_is_two_attempts` flake).
+                let fd = socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
                 sockopt::set_socket_reuseaddr(&fd, true)?;
                 bind(&fd, &local)?;
                 connect(&fd, &remote)?;

@@ -269,55 +269,19 @@ fn other_namespaces_are_not_reported() -> Result<()> {
     Ok(())
 }
 
-/// `fx.connect_from(false, port)`, tried up to 5 times 100 ms apart while
-/// the client kernel refuses the tuple with EADDRNOTAVAIL.
-fn connect_reusing(fx: &ProbeFixture, port: u16) -> Result<std::net::TcpStream> {
-    let mut tries = 1;
-    loop {
-        match fx.connect_from(false, port) {
-            Err(e)
-                if tries < 5
-                    && e.downcast_ref::<std::io::Error>()
-                        .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrNotAvailable) =>
-            {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            other => return other,
-        }
-    }
-}
-
 /// Test 8: the same 4-tuple twice is two attempts.
 #[test]
 fn reused_tuple_is_two_attempts() -> Result<()> {
     let fx = ProbeFixture::start("pr-reuse", "3s", "")?;
-    // Twice in CI the second bind or connect failed with EADDRNOTAVAIL
-    // (os error 99), cause not found: the client resets, which leaves no
-    // TIME_WAIT, and `ss` listed no socket in the client namespace right
-    // after the failure, so whatever held the tuple was gone by then. The
-    // client namespace is not the probe's (the agent runs in the server
-    // namespace): this is the test's own setup racing the client kernel.
-    // So a refused reuse is tried again, a few times 100 ms apart; the
-    // client may also reuse a TIME_WAIT (`tcp_tw_reuse` covers only
-    // loopback by default), and if it still fails the error names the
-    // client's sockets.
-    fx.pair
-        .client
-        .exec(&["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])?;
     let listener = fx.listen(false, PORT)?;
     let mut cookies = Vec::new();
     for attempt in 0..2 {
-        let client = connect_reusing(&fx, 41000).with_context(|| {
-            let sockets = fx.pair.client.exec(&["ss", "-tanoi"]).map_or_else(
-                |e| e.to_string(),
-                |out| String::from_utf8_lossy(&out.stdout).into_owned(),
-            );
-            format!(
-                "connection {} from port 41000; client sockets:\n{sockets}",
-                attempt + 1
-            )
-        })?;
+        // The client socket is CLOEXEC and `reset` aborts it at once: a
+        // copy of its descriptor in a process another test starts cannot
+        // hold the tuple (it did, as EADDRNOTAVAIL on the reuse, before).
+        let client = fx
+            .connect_from(false, 41000)
+            .with_context(|| format!("connection {} from port 41000", attempt + 1))?;
         let (accepted, _) = listener.accept()?;
         cookies.push(cookie(&accepted)?);
         // An RST leaves no TIME_WAIT, so the tuple is free again at once.
