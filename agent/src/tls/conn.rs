@@ -49,6 +49,16 @@ impl Sink {
             TlsCounters::inc(&self.counters.outcomes_dropped);
         }
     }
+
+    /// Emits `out` as failed with `f`; `first_byte` starts its handshake
+    /// duration (none before the first byte).
+    fn fail(&self, mut out: TlsOutcome, f: Failure, first_byte: Option<Instant>) {
+        out.status = Status::Failed(f.code);
+        out.detail = f.detail;
+        out.handshake_ms = first_byte.map(|t| millis(t.elapsed()));
+        out.event_time = epoch_millis();
+        self.emit(out);
+    }
 }
 
 /// Drives one connection to its outcome, then proxies it if accepted.
@@ -66,7 +76,7 @@ pub(crate) async fn handle(
     let cookie = rustix::net::sockopt::socket_cookie(&stream).ok();
     let state = listener.state();
     let cfg = &listener.cfg;
-    let mut out = TlsOutcome::accepted(
+    let out = TlsOutcome::accepted(
         Tuple::new(peer, local),
         cookie,
         cfg.distribution_id.clone(),
@@ -85,12 +95,8 @@ pub(crate) async fn handle(
         .await
         .is_none()
     {
-        fail(
-            &mut out,
-            Failure::new(FailureCode::TcpTimeout, "no-client-hello"),
-            None,
-        );
-        return sink.emit(out);
+        let no_hello = Failure::new(FailureCode::TcpTimeout, "no-client-hello");
+        return sink.fail(out, no_hello, None);
     }
     let first_byte = Instant::now();
     // Boxed: a connection that never sends a byte keeps only the small
@@ -114,13 +120,6 @@ async fn before<F: std::future::Future>(
         out = fut => Some(out),
         () = deadline.as_mut() => None,
     }
-}
-
-fn fail(out: &mut TlsOutcome, f: Failure, first_byte: Option<Instant>) {
-    out.status = Status::Failed(f.code);
-    out.detail = f.detail;
-    out.handshake_ms = first_byte.map(|t| millis(t.elapsed()));
-    out.event_time = epoch_millis();
 }
 
 /// The handshake from its first byte, the gate, the outcome and the proxy.
@@ -259,22 +258,16 @@ async fn handshake(
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
     let start = match before(&mut deadline, acceptor).await {
         None => {
-            fail(
-                &mut out,
+            sink.fail(
+                out,
                 Failure::new(FailureCode::TcpTimeout, "no-client-hello"),
                 Some(first_byte),
             );
-            {
-                sink.emit(out);
-                return None;
-            }
+            return None;
         }
         Some(Err(e)) => {
-            fail(&mut out, classify::io_failure(&e), Some(first_byte));
-            {
-                sink.emit(out);
-                return None;
-            }
+            sink.fail(out, classify::io_failure(&e), Some(first_byte));
+            return None;
         }
         Some(Ok(start)) => start,
     };
@@ -298,15 +291,12 @@ async fn handshake(
     out.cert = cert;
     let tls = match result {
         None => {
-            fail(
-                &mut out,
+            sink.fail(
+                out,
                 Failure::new(FailureCode::TcpTimeout, "handshake-timeout"),
                 Some(first_byte),
             );
-            {
-                sink.emit(out);
-                return None;
-            }
+            return None;
         }
         Some(Err(e)) => {
             // The policy's own verdict is authoritative (SPEC.md precedence).
@@ -319,11 +309,8 @@ async fn handshake(
                 out.tls_cipher = Some(c);
             }
             debug!(client = %out.tuple.client, code = ?failure.code, detail = ?failure.detail, "handshake failed");
-            fail(&mut out, failure, Some(first_byte));
-            {
-                sink.emit(out);
-                return None;
-            }
+            sink.fail(out, failure, Some(first_byte));
+            return None;
         }
         Some(Ok(tls)) => tls,
     };
