@@ -135,9 +135,25 @@ pub fn run() -> Result<()> {
 }
 
 /// A started target; the process stops before its cgroup is removed.
-struct Running {
-    proc: Proc,
-    cgroup: Option<Cgroup>,
+pub(super) struct Running {
+    pub(super) proc: Proc,
+    pub(super) cgroup: Option<Cgroup>,
+}
+
+/// `cmd` pinned to core 0, in a fresh cgroup `name` when one can be made,
+/// its stderr to `log`.
+pub(super) fn spawn_target(cmd: &Command, name: &str, log: &Path) -> Result<Running> {
+    let cmd = pinned(0, cmd);
+    let cgroup = Cgroup::create(name);
+    let mut cmd = match &cgroup {
+        Some(cg) => cg.wrap(&cmd),
+        None => cmd,
+    };
+    cmd.stderr(std::fs::File::create(log)?);
+    Ok(Running {
+        proc: Proc::spawn(cmd)?,
+        cgroup,
+    })
 }
 
 /// Starts `t` pinned to core 0 in a cgroup of its own, or `None` (said on
@@ -146,17 +162,8 @@ fn start(t: &Target, dir: &Path, pki: &Path) -> Result<Option<Running>> {
     let work = dir.join(t.addr.port().to_string());
     std::fs::create_dir_all(&work)?;
     let log = work.join("stderr.log");
-    let cmd = pinned(0, &(t.start)(&work, t.addr)?);
-    let cgroup = Cgroup::create(&t.addr.port().to_string());
-    let mut cmd = match &cgroup {
-        Some(cg) => cg.wrap(&cmd),
-        None => cmd,
-    };
-    cmd.stderr(std::fs::File::create(&log)?);
-    let running = Running {
-        proc: Proc::spawn(cmd)?,
-        cgroup,
-    };
+    let cmd = (t.start)(&work, t.addr)?;
+    let running = spawn_target(&cmd, &t.addr.port().to_string(), &log)?;
     wait_port(t.addr)?;
     if let Some(needle) = t.requires_log {
         std::thread::sleep(Duration::from_millis(500));

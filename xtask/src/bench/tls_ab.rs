@@ -17,21 +17,30 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::tls::workspace;
-use super::tls::{Proc, check, load, pinned, wait_port};
+use super::tls::{Running, check, load, spawn_target, wait_port};
 use super::tls_cpu::Cgroup;
+use super::tls_table::median;
 use super::tls_targets::connlog_bin;
 
 pub(super) const B_ENV: &str = "CONNLOG_BENCH_TLS_B";
 const ROUNDS: usize = 8;
 const ROUND_SECS: f64 = 3.0;
 
-/// Fields drop in order: the agent stops before its cgroup is removed.
 struct Agent {
     name: &'static str,
     addr: SocketAddr,
-    _proc: Proc,
-    cgroup: Cgroup,
+    running: Running,
     usec_per_hs: Vec<f64>,
+}
+
+impl Agent {
+    fn usage_usec(&self) -> Result<u64> {
+        self.running
+            .cgroup
+            .as_ref()
+            .and_then(Cgroup::usage_usec)
+            .context("cpu.stat")
+    }
 }
 
 pub(super) fn run(dir: &Path, pki: &Path, b: PathBuf) -> Result<()> {
@@ -41,15 +50,11 @@ pub(super) fn run(dir: &Path, pki: &Path, b: PathBuf) -> Result<()> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let work = dir.join(format!("ab-{name}"));
         std::fs::create_dir_all(&work)?;
-        let cmd = pinned(
-            0,
-            &connlog_bin(&bin, &work, addr, "[probe]\nenabled = false\n")?,
-        );
-        let cgroup = Cgroup::create(&format!("ab-{name}"))
-            .context("A/B needs a writable cgroup v2 (CPU is read from it)")?;
-        let mut cmd = cgroup.wrap(&cmd);
-        cmd.stderr(std::fs::File::create(work.join("stderr.log"))?);
-        let proc = Proc::spawn(cmd)?;
+        let cmd = connlog_bin(&bin, &work, addr, "[probe]\nenabled = false\n")?;
+        let running = spawn_target(&cmd, &format!("ab-{name}"), &work.join("stderr.log"))?;
+        if running.cgroup.is_none() {
+            bail!("A/B needs a writable cgroup v2 (CPU is read from it)");
+        }
         wait_port(addr)?;
         check(addr, pki).with_context(|| format!("{name}: {}", bin.display()))?;
         eprintln!("xtask: bench tls A/B: {name} = {}", bin.display());
@@ -57,8 +62,7 @@ pub(super) fn run(dir: &Path, pki: &Path, b: PathBuf) -> Result<()> {
         agents.push(Agent {
             name,
             addr,
-            _proc: proc,
-            cgroup,
+            running,
             usec_per_hs: Vec::new(),
         });
     }
@@ -66,9 +70,9 @@ pub(super) fn run(dir: &Path, pki: &Path, b: PathBuf) -> Result<()> {
         let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
             let agent = &mut agents[i];
-            let before = agent.cgroup.usage_usec().context("cpu.stat")?;
+            let before = agent.usage_usec()?;
             let report = load(agent.addr, pki, 64, ROUND_SECS)?;
-            let after = agent.cgroup.usage_usec().context("cpu.stat")?;
+            let after = agent.usage_usec()?;
             if report.errors > 0 || report.handshakes == 0 {
                 bail!(
                     "{}: {} errors, {} handshakes",
@@ -94,6 +98,7 @@ pub(super) fn run(dir: &Path, pki: &Path, b: PathBuf) -> Result<()> {
         .zip(&agents[0].usec_per_hs)
         .map(|(b, a)| b / a)
         .collect();
+    let median = |v: &[f64]| median(v).unwrap_or(0.0);
     println!(
         "A: mean {:.1} median {:.1} µs | B: mean {:.1} median {:.1} µs | B/A per round: mean {:.3} (sd {:.3}), median {:.3}",
         mean(&agents[0].usec_per_hs),
@@ -109,16 +114,6 @@ pub(super) fn run(dir: &Path, pki: &Path, b: PathBuf) -> Result<()> {
 
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
 }
 
 fn sd(v: &[f64]) -> f64 {
