@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use connlog_tests::{Netns, TempDir};
 
+use super::median;
 use crate::shell;
 
 const PORT: u16 = 9443;
@@ -290,21 +291,13 @@ fn program_name(id: u64) -> Result<String> {
     Ok(v["name"].as_str().unwrap_or("?").to_string())
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 /// The connect rate must stay within this share of detached (issue 2).
 const RATE_GOAL: f64 = 97.0;
 
 fn print_table(rates: &Rates, programs: &Phases) {
-    let of = |i: usize, f: fn(&Loop) -> f64| median(&rates[i].iter().map(f).collect::<Vec<_>>());
+    let of = |i: usize, f: fn(&Loop) -> f64| {
+        median(&rates[i].iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0)
+    };
     let [d, e, p] = [0, 1, 2].map(|i| of(i, |l| l.rate));
     let [dc, ec, pc] = [0, 1, 2].map(|i| of(i, |l| l.cpu_ns));
     let pct = |x: f64| if d > 0.0 { 100.0 * x / d } else { 0.0 };

@@ -35,3 +35,27 @@ pub fn run(bench: Bench) -> Result<()> {
         Bench::Pipeline => pipeline::run(),
     }
 }
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[0.3, 0.1, 0.2]), Some(0.2));
+        assert_eq!(median(&[0.4, 0.1, 0.2, 0.3]), Some(0.25));
+        assert_eq!(median(&[]), None);
+    }
+}

@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use super::median;
 use super::tls::workspace;
 use super::tls::{Running, check, load, spawn_target, wait_port};
 use super::tls_cpu::Cgroup;
-use super::tls_table::median;
 use super::tls_targets::connlog_bin;
 
 pub(super) const B_ENV: &str = "CONNLOG_BENCH_TLS_B";

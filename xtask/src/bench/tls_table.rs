@@ -2,6 +2,7 @@
 //! rates, latencies and idle memory, and the CPU per handshake of every
 //! round (median, and the range of the rounds).
 
+use super::median;
 use super::tls::Report;
 
 pub(super) struct Row {
@@ -51,29 +52,5 @@ pub(super) fn print_table(rows: &[(&str, Row)]) {
     for (name, r) in rows {
         let each: Vec<String> = r.cpu.iter().map(|c| format!("{:.3}", c.proc_ms)).collect();
         println!("  {name}: {}", each.join(" "));
-    }
-}
-
-/// The middle value (the mean of the two middle ones for an even count).
-pub(super) fn median(values: &[f64]) -> Option<f64> {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(v[n / 2]),
-        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::median;
-
-    #[test]
-    fn median_of_odd_even_and_empty() {
-        assert_eq!(median(&[0.3, 0.1, 0.2]), Some(0.2));
-        assert_eq!(median(&[0.4, 0.1, 0.2, 0.3]), Some(0.25));
-        assert_eq!(median(&[]), None);
     }
 }
