@@ -7,7 +7,9 @@
 //! - kernel `Failed` → a kernel-only record at once (it never reached
 //!   `accept()`, so no TLS outcome will come).
 //! - kernel `Reset` + TLS `TcpError` (RST/EOF during TLS) → one TcpError
-//!   record, `rst-during-tls`.
+//!   record, `rst-during-tls`. A `Reset` with no kernel half waiting is
+//!   dropped: the attempt's record is already out (a client resetting a
+//!   finished connection).
 //! - kernel `EstablishedAfterTimeout` + TLS outcome → no record: the probe
 //!   already reported the attempt as a `TcpTimeout`, which was emitted as
 //!   its record (counted in `after_timeout`).
@@ -227,7 +229,15 @@ impl Table {
                 self.kernel_half((tuple, cookie), now, out, stats, |k| k.after_timeout = true);
             }
             TcpEvent::Reset { tuple, cookie, at } => {
-                self.kernel_half((tuple, cookie), now, out, stats, |k| k.reset_at = Some(at));
+                // An RST matters only to an attempt whose TLS outcome is
+                // still to come: its `Established` half waits here (the
+                // kernel reports ESTABLISHED before any RST). Otherwise the
+                // record is already out, most often because the client
+                // reset a finished connection, as many clients close:
+                // nothing to wait for.
+                if let Some((Entry::Kernel(k), _)) = self.entries.get_mut(&(tuple, cookie)) {
+                    k.reset_at = Some(at);
+                }
             }
         }
     }

@@ -275,6 +275,36 @@ async fn kernel_rst_and_tls_eof_make_one_tcp_error() {
     }
 }
 
+/// Clients often close a finished connection with an RST: that reset finds
+/// the record already out and must not wait in the table (it used to stay
+/// 120 s per connection and fill the table under load).
+#[tokio::test(start_paused = true)]
+async fn a_reset_after_the_record_keeps_nothing() {
+    // A table of one: anything the reset left behind would push the next
+    // attempt's Established out as an overflow.
+    let h = start(1);
+    h.tcp(established(40007, 12, 50, 0)).await;
+    h.tls(outcome(40007, 12, Status::Success, None)).await;
+    h.tcp(TcpEvent::Reset {
+        tuple: tuple(40007),
+        cookie: 12,
+        at: MonoNanos(9),
+    })
+    .await;
+    h.tcp(established(40008, 13, 60, 0)).await;
+    h.tls(outcome(40008, 13, Status::Success, None)).await;
+    advance(Duration::from_secs(200)).await;
+    settle().await;
+    let stats = h.stats.clone();
+    let recs = h.close().await;
+    assert_eq!(recs.len(), 2);
+    assert!(recs.iter().all(|r| r.status() == v1::Status::Success));
+    assert_eq!(recs[1].tcp_handshake_duration_us, Some(60));
+    assert_eq!(JoinStats::get(&stats.joined), 2);
+    assert_eq!(JoinStats::get(&stats.overflow_kernel_dropped), 0);
+    assert_eq!(JoinStats::get(&stats.kernel_expired), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn reused_client_port_never_merges_attempts() {
     let h = start(16);
