@@ -74,6 +74,8 @@ pub struct Exporter {
     stop: oneshot::Sender<()>,
     task: JoinHandle<u64>,
     stats: Arc<ExportStats>,
+    /// False without `[export] endpoint`: nothing was ever to be sent.
+    sends: bool,
 }
 
 impl Exporter {
@@ -83,6 +85,7 @@ impl Exporter {
         let stats = Arc::new(ExportStats::default());
         let queue = Arc::new(Queue::new(INPUT_QUEUE));
         let (stop, stop_rx) = oneshot::channel();
+        let sends = cfg.endpoint.is_some();
         let task = tokio::spawn(run::run(
             cfg,
             agent_id,
@@ -95,6 +98,7 @@ impl Exporter {
                 stop,
                 task,
                 stats: stats.clone(),
+                sends,
             },
             ExportHandle { queue, stats },
         )
@@ -110,7 +114,12 @@ impl Exporter {
         let _ = self.stop.send(());
         let not_sent = self.task.await.unwrap_or(0);
         let acked = ExportStats::get(&self.stats.records_acked);
-        if not_sent > 0 {
+        if !self.sends {
+            tracing::info!(
+                not_sent,
+                "no [export] endpoint: records were counted, not sent"
+            );
+        } else if not_sent > 0 {
             tracing::error!(
                 not_sent,
                 acked,
