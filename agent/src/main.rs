@@ -116,8 +116,14 @@ async fn serve(
 ) -> Result<()> {
     // Records: probe + terminator → joiner → exporter.
     let (exporter, export) = Exporter::start(config.export.clone(), config.agent_id.clone());
-    let (tcp_tx, tcp_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
-    let probe = probe.map(|p| start_probe(p, print, tcp_tx));
+    let (probe, tcp_rx) = match probe {
+        Some(p) => {
+            let (probe, events) = start_probe(p, print);
+            (Some(probe), events)
+        }
+        // No kernel events: the joiner's input is closed from the start.
+        None => (None, tokio::sync::mpsc::channel(1).1),
+    };
     let distributions = config
         .listeners
         .iter()
@@ -259,22 +265,26 @@ fn load_probe(config: &Config) -> Result<Option<LoadedProbe>> {
         .context("starting the kernel probe")
 }
 
-/// Starts reading the probe; its events are printed with `--print-events`
-/// and go to the joiner.
+/// Starts reading the probe's events. They go straight to the joiner; with
+/// `--print-events` through a printer task first (one more hop per event
+/// only then).
 fn start_probe(
     probe: LoadedProbe,
     print: bool,
-    joiner: tokio::sync::mpsc::Sender<connlog_agent::TcpEvent>,
-) -> Probe {
+) -> (Probe, tokio::sync::mpsc::Receiver<connlog_agent::TcpEvent>) {
     let (probe, mut events) = probe.start();
+    if !print {
+        return (probe, events);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            if print && let Err(e) = print_json_line(&event) {
+            if let Err(e) = print_json_line(&event) {
                 error!(error = %e, "printing events");
             }
             // After shutdown the joiner is gone; events are still printed.
-            let _ = joiner.send(event).await;
+            let _ = tx.send(event).await;
         }
     });
-    probe
+    (probe, rx)
 }

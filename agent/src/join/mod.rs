@@ -74,9 +74,19 @@ pub async fn run(
     let mut out = Vec::new();
     let (mut tcp_open, mut tls_open) = (true, true);
     let mut stopping = false;
+    // One timer for the table's next deadline, moved as that changes: a
+    // timer made per wake-up would be registered and removed again for
+    // nearly every connection.
+    let timer = sleep_until(Instant::now());
+    tokio::pin!(timer);
     // Stopping ends the loop once the terminator's outcomes are all in.
     while tls_open || (tcp_open && !stopping) {
         let deadline = table.next_deadline();
+        if let Some(at) = deadline
+            && at != timer.deadline()
+        {
+            timer.as_mut().reset(at);
+        }
         tokio::select! {
             () = stop.cancelled(), if !stopping => stopping = true,
             ev = tcp.recv(), if tcp_open => match ev {
@@ -87,7 +97,7 @@ pub async fn run(
                 Some(o) => table.on_tls(o, Instant::now(), &mut out, &stats),
                 None => tls_open = false,
             },
-            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+            () = &mut timer, if deadline.is_some() => {
                 table.expire(Instant::now(), &mut out, &stats);
             }
         }

@@ -2,7 +2,9 @@
 //! A/B of two agent builds instead of the table. A is this checkout's
 //! release build, B the named binary (e.g. a copy of an earlier build).
 //!
-//! Same listener config as the "probe/export off" row, same loader, echo
+//! Same listener config as the "probe/export off" row (with
+//! `CONNLOG_BENCH_TLS_AB_PROBE=1`: as the "probe on" row; both agents'
+//! programs then see every packet on `lo`), same loader, echo
 //! upstream and pinning (both agents on core 0, each in a cgroup v2 of its
 //! own; loader and echo on core 1). Both pass `connlog-loadgen check`,
 //! get a 1 s warm-up, then alternate rounds of 3 s at concurrency 64 (A
@@ -20,9 +22,10 @@ use super::median;
 use super::tls::workspace;
 use super::tls::{Running, check, load, spawn_target, wait_port};
 use super::tls_cpu::Cgroup;
-use super::tls_targets::connlog_bin;
+use super::tls_targets::{PROBE_OFF, PROBE_ON, connlog_bin};
 
 pub(super) const B_ENV: &str = "CONNLOG_BENCH_TLS_B";
+const PROBE_ENV: &str = "CONNLOG_BENCH_TLS_AB_PROBE";
 const ROUNDS: usize = 8;
 const ROUND_SECS: f64 = 3.0;
 
@@ -45,12 +48,18 @@ impl Agent {
 
 pub(super) fn run(dir: &Path, pki: &Path, b: PathBuf) -> Result<()> {
     let a = workspace().join("target/release/connlog-agent");
+    let probe = std::env::var(PROBE_ENV).is_ok_and(|v| v == "1");
+    let section = if probe { PROBE_ON } else { PROBE_OFF };
+    eprintln!(
+        "xtask: bench tls A/B: probe {}",
+        if probe { "on" } else { "off" }
+    );
     let mut agents = Vec::new();
     for (name, bin, port) in [("A", a, 28461u16), ("B", b, 28462)] {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let work = dir.join(format!("ab-{name}"));
         std::fs::create_dir_all(&work)?;
-        let cmd = connlog_bin(&bin, &work, addr, "[probe]\nenabled = false\n")?;
+        let cmd = connlog_bin(&bin, &work, addr, section)?;
         let running = spawn_target(&cmd, &format!("ab-{name}"), &work.join("stderr.log"))?;
         if running.cgroup.is_none() {
             bail!("A/B needs a writable cgroup v2 (CPU is read from it)");

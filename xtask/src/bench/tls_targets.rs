@@ -15,21 +15,19 @@ use super::tls::{ECHO, pinned, workspace};
 pub(super) const COLLECTOR: &str = "127.0.0.1:29100";
 
 pub(super) fn connlog_off(dir: &Path, addr: SocketAddr) -> Result<Command> {
-    connlog(dir, addr, "[probe]\nenabled = false\n")
+    connlog(dir, addr, PROBE_OFF)
 }
 
+/// The agent config's `[probe]` sections of the rows without and with it.
+pub(super) const PROBE_OFF: &str = "[probe]\nenabled = false\n";
+pub(super) const PROBE_ON: &str = "[probe]\nenabled = true\ninterfaces = [\"lo\"]\n";
+
 pub(super) fn connlog_probe(dir: &Path, addr: SocketAddr) -> Result<Command> {
-    connlog(
-        dir,
-        addr,
-        "[probe]\nenabled = true\ninterfaces = [\"lo\"]\n",
-    )
+    connlog(dir, addr, PROBE_ON)
 }
 
 pub(super) fn connlog_all(dir: &Path, addr: SocketAddr) -> Result<Command> {
-    let extra = format!(
-        "[probe]\nenabled = true\ninterfaces = [\"lo\"]\n[export]\nendpoint = \"http://{COLLECTOR}\"\n"
-    );
+    let extra = format!("{PROBE_ON}[export]\nendpoint = \"http://{COLLECTOR}\"\n");
     connlog(dir, addr, &extra)
 }
 
