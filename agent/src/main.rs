@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use connlog_agent::config::Config;
 use connlog_agent::export::Exporter;
-use connlog_agent::join::{self, JoinConfig, JoinStats};
+use connlog_agent::join::{self, Distributions, JoinConfig, JoinStats};
 use connlog_agent::tls::{self, Terminator};
 use connlog_agent::{LoadedProbe, Probe, print_json_line};
 use connlog_agent::{metrics, privileges};
@@ -124,11 +124,12 @@ async fn serve(
         // No kernel events: the joiner's input is closed from the start.
         None => (None, tokio::sync::mpsc::channel(1).1),
     };
-    let distributions = config
-        .listeners
-        .iter()
-        .flat_map(|l| l.bind.iter().map(|a| (a.port(), l.distribution_id.clone())))
-        .collect();
+    let distributions = Distributions::new(
+        config
+            .listeners
+            .iter()
+            .flat_map(|l| l.bind.iter().map(|&a| (a, l.distribution_id.clone()))),
+    );
     let (join_tx, join_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
     let join_cfg = JoinConfig::new(config.agent_id.clone(), probe.is_some(), distributions);
     let join_stop = CancellationToken::new();

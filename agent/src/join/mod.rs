@@ -2,11 +2,11 @@
 //! [`TlsOutcome`]s into one `connlog.v1` record per connection attempt
 //! (the rules are in `table.rs`), and hands each record to the exporter.
 
+mod distributions;
 mod record;
 mod stats;
 mod table;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::probe::TcpEvent;
 use crate::tls::TlsOutcome;
+pub use distributions::Distributions;
 pub use stats::JoinStats;
 use table::{Settings, Table};
 
@@ -32,12 +33,12 @@ pub struct JoinConfig {
     pub grace: Duration,
     pub kernel_ttl: Duration,
     pub capacity: usize,
-    /// Server port → distributionId, for kernel-only records.
-    pub distributions: HashMap<u16, String>,
+    /// Listener addresses → distributionId, for kernel-only records.
+    pub distributions: Distributions,
 }
 
 impl JoinConfig {
-    pub fn new(agent_id: String, probe: bool, distributions: HashMap<u16, String>) -> Self {
+    pub fn new(agent_id: String, probe: bool, distributions: Distributions) -> Self {
         Self {
             agent_id,
             grace: if probe {

@@ -22,6 +22,7 @@ use std::time::Duration;
 use connlog_proto::v1::ConnectionRecord;
 use tokio::time::Instant;
 
+use super::Distributions;
 use super::record::{self, KernelFailure};
 use super::stats::JoinStats;
 use crate::probe::TcpEvent;
@@ -52,8 +53,8 @@ pub(crate) struct Settings {
     /// take up to the listener's handshake timeout).
     pub(crate) kernel_ttl: Duration,
     pub(crate) capacity: usize,
-    /// Server port → distributionId, for kernel-only records.
-    pub(crate) distributions: HashMap<u16, String>,
+    /// Listener addresses → distributionId, for kernel-only records.
+    pub(crate) distributions: Distributions,
 }
 
 pub(crate) struct Table {
@@ -198,9 +199,9 @@ impl Table {
                 let distribution_id = self
                     .s
                     .distributions
-                    .get(&tuple.server.port())
-                    .cloned()
-                    .unwrap_or_default();
+                    .of(tuple.server)
+                    .unwrap_or_default()
+                    .to_owned();
                 out.push(record::from_kernel(
                     KernelFailure {
                         tuple: &tuple,
@@ -345,7 +346,7 @@ mod tests {
             grace: Duration::from_millis(500),
             kernel_ttl: Duration::from_secs(120),
             capacity: 16,
-            distributions: HashMap::new(),
+            distributions: Distributions::default(),
         });
         let stats = JoinStats::default();
         let tuple = Tuple::new(

@@ -35,7 +35,10 @@ fn start(capacity: usize) -> Harness {
     let mut cfg = JoinConfig::new(
         "edge-1".into(),
         true,
-        HashMap::from([(443, "E2DX1SLDPK0123".to_owned())]),
+        Distributions::new([(
+            "198.18.0.1:443".parse().unwrap(),
+            "E2DX1SLDPK0123".to_owned(),
+        )]),
     );
     cfg.capacity = capacity;
     let sink = out.clone();
@@ -372,7 +375,7 @@ async fn kernel_only_failures_flow_without_listeners_and_stop_ends_the_joiner() 
     let out = Arc::new(Mutex::new(Vec::new()));
     let sink = out.clone();
     let stop = CancellationToken::new();
-    let cfg = JoinConfig::new("edge-1".into(), true, HashMap::new());
+    let cfg = JoinConfig::new("edge-1".into(), true, Distributions::default());
     let task = tokio::spawn(run(
         cfg,
         tcp_rx,

@@ -193,11 +193,10 @@ async fn run(args: Args) -> Result<()> {
 mod joiner {
     //! Synthetic TLS outcomes and kernel events through the real joiner.
 
-    use std::collections::HashMap;
     use std::sync::Arc;
 
     use connlog_agent::export::ExportHandle;
-    use connlog_agent::join::{self, JoinConfig, JoinStats};
+    use connlog_agent::join::{self, Distributions, JoinConfig, JoinStats};
     use connlog_agent::{ClientCertInfo, MonoNanos, TcpEvent, TlsOutcome, Tuple};
     use tokio::sync::mpsc;
 
@@ -210,7 +209,7 @@ mod joiner {
     pub(crate) fn start(export: ExportHandle, agent_id: &str) -> Joiner {
         let (tcp, tcp_rx) = mpsc::channel(4096);
         let (tls, tls_rx) = mpsc::channel(4096);
-        let cfg = JoinConfig::new(agent_id.to_owned(), true, HashMap::new());
+        let cfg = JoinConfig::new(agent_id.to_owned(), true, Distributions::default());
         let task = tokio::spawn(join::run(
             cfg,
             tcp_rx,
