@@ -94,8 +94,18 @@ pub(super) async fn run(
     let mut shutdown_deadline: Option<Instant> = None;
     let mut input_open = true;
     let far = || Instant::now() + Duration::from_secs(3600);
+    // One timer for the open batch's deadline, moved when a new batch
+    // opens: a timer made per wake-up (nearly one per record) would be
+    // registered and removed again each time.
+    let batch_timer = sleep_until(far());
+    tokio::pin!(batch_timer);
 
     loop {
+        if let Some(at) = batch_deadline
+            && at != batch_timer.deadline()
+        {
+            batch_timer.as_mut().reset(at);
+        }
         if let Conn::Up(link) = &conn {
             let next: Vec<u64> = buffer
                 .unacked
@@ -154,7 +164,7 @@ pub(super) async fn run(
                     buffer.cut_batch();
                 }
             },
-            () = sleep_until(batch_deadline.unwrap_or_else(far)), if batch_deadline.is_some() => {
+            () = &mut batch_timer, if batch_deadline.is_some() => {
                 buffer.cut_batch();
                 batch_deadline = None;
             }
