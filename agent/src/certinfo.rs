@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use connlog_proto::format_rfc3339_s;
 use x509_parser::der_parser::asn1_rs::{Any, Oid, Tag};
 use x509_parser::prelude::*;
 
@@ -16,17 +17,19 @@ pub(crate) fn from_der(der: &[u8]) -> Option<ClientCertInfo> {
 
 pub(crate) fn from_parsed(cert: &X509Certificate<'_>, der: &[u8]) -> ClientCertInfo {
     let validity = cert.validity();
+    let not_before = validity.not_before.timestamp();
+    let not_after = validity.not_after.timestamp();
     ClientCertInfo {
         serial: hex_colon(cert.raw_serial()),
         subject: name(cert.subject()),
         issuer: name(cert.issuer()),
         validity: format!(
             "NotBefore={};NotAfter={}",
-            time(validity.not_before),
-            time(validity.not_after)
+            format_rfc3339_s(not_before),
+            format_rfc3339_s(not_after)
         ),
-        not_before_s: Some(validity.not_before.timestamp()),
-        not_after_s: Some(validity.not_after.timestamp()),
+        not_before_s: Some(not_before),
+        not_after_s: Some(not_after),
         sha256: sha256_hex(der),
         sans: sans(cert),
     }
@@ -51,20 +54,6 @@ fn hex_colon(bytes: &[u8]) -> String {
         let _ = write!(out, "{b:02x}");
     }
     out
-}
-
-/// `2025-06-05T23:28:21Z`.
-fn time(t: ASN1Time) -> String {
-    let d = t.to_datetime();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        d.year(),
-        u8::from(d.month()),
-        d.day(),
-        d.hour(),
-        d.minute(),
-        d.second()
-    )
 }
 
 /// RDNs in certificate order as `TYPE=value`, joined by `, `; the values of
