@@ -20,8 +20,9 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Install what this machine lacks: nightly rust-src, bpf-linker, Debian
-    /// and Python packages the tests use. Idempotent.
+    /// Install what this machine lacks: the kernel programs' pinned nightly
+    /// with rust-src, bpf-linker, the Debian and Python packages the tests
+    /// use. Idempotent.
     Setup,
     /// Regenerate the checked-in protobuf code in `proto/src/gen/`.
     Codegen,

@@ -3,9 +3,13 @@
 
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 
 use crate::shell;
+
+/// Names the nightly that builds the kernel programs (agent/build.rs reads
+/// it too). Relative to the workspace root, where `cargo xtask` runs.
+const EBPF_TOOLCHAIN_FILE: &str = "ebpf/connlog-ebpf/rust-toolchain.toml";
 
 /// bpf-linker ≥ 0.11 needs a system LLVM that Debian does not ship; 0.10.4
 /// loads rustc's own LLVM (DESIGN.md).
@@ -38,40 +42,57 @@ const PYTHON_PACKAGES: &[(&str, &str)] = &[
 ];
 
 pub fn run() -> Result<()> {
-    nightly_rust_src()?;
+    ebpf_toolchain()?;
     bpf_linker()?;
     debian_packages()?;
     python_packages()?;
     Ok(())
 }
 
-fn nightly_rust_src() -> Result<()> {
+/// The kernel programs' pinned nightly, from the file that names it.
+pub fn ebpf_toolchain_name() -> Result<String> {
+    let text = std::fs::read_to_string(EBPF_TOOLCHAIN_FILE)
+        .with_context(|| format!("reading {EBPF_TOOLCHAIN_FILE}"))?;
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("channel"))
+        .filter_map(|rest| rest.trim().strip_prefix('='))
+        .map(|value| value.trim().trim_matches('"').to_owned())
+        .next()
+        .with_context(|| format!("{EBPF_TOOLCHAIN_FILE}: no `channel = \"…\"` line"))
+}
+
+/// The pinned nightly with rust-src (build-std) and clippy (`.ci/run`'s
+/// lint of the kernel programs on their own target).
+fn ebpf_toolchain() -> Result<()> {
+    let toolchain = ebpf_toolchain_name()?;
     let installed = shell::output(Command::new("rustup").args([
         "component",
         "list",
         "--toolchain",
-        "nightly",
+        &toolchain,
         "--installed",
     ]))
     .unwrap_or_default();
-    // rust-src for build-std; clippy for `.ci/run`'s lint of the kernel
-    // programs on their own target.
-    for component in ["rust-src", "clippy"] {
-        if installed.lines().any(|l| l.starts_with(component)) {
-            continue;
-        }
-        // `component add`, not `toolchain install`: the latter would update
-        // the preinstalled nightly, whose LLVM bpf-linker 0.10.4 is built
-        // against.
-        shell::run(Command::new("rustup").args([
-            "component",
-            "add",
-            component,
-            "--toolchain",
-            "nightly",
-        ]))?;
+    let has = |component: &str| installed.lines().any(|l| l.starts_with(component));
+    if has("rustc") && has("rust-src") && has("clippy") {
+        return Ok(());
     }
-    Ok(())
+    let components = "rust-src,clippy";
+    shell::run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        &toolchain,
+        "--profile",
+        "minimal",
+        "--component",
+        components,
+    ]))
+    .with_context(|| {
+        format!(
+            "installing {toolchain} with {components} for the kernel programs; by hand: \
+             rustup toolchain install {toolchain} --profile minimal --component {components}"
+        )
+    })
 }
 
 fn bpf_linker() -> Result<()> {
@@ -79,12 +100,9 @@ fn bpf_linker() -> Result<()> {
     if version.contains(BPF_LINKER_VERSION) {
         return Ok(());
     }
-    shell::run(Command::new("cargo").args([
-        "install",
-        &format!("bpf-linker@{BPF_LINKER_VERSION}"),
-        "--locked",
-        "--force",
-    ]))
+    let package = format!("bpf-linker@{BPF_LINKER_VERSION}");
+    shell::run(Command::new("cargo").args(["install", &package, "--locked", "--force"]))
+        .with_context(|| format!("installing {package}; by hand: cargo install {package} --locked"))
 }
 
 fn debian_packages() -> Result<()> {
@@ -96,13 +114,24 @@ fn debian_packages() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    shell::run(Command::new("apt-get").arg("update").arg("-q"))?;
-    shell::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    let by_hand = format!("apt-get install {}", missing.join(" "));
+    if !shell::running_as_root() {
+        bail!("missing Debian packages, and not root to install them; as root: {by_hand}");
+    }
+    // Another apt (unattended upgrades on a new machine) may hold dpkg's
+    // lock for a while: wait for it rather than fail.
+    let lock_wait = "DPkg::Lock::Timeout=300";
+    shell::run(Command::new("apt-get").args(["-o", lock_wait, "update", "-q"]))
+        .and_then(|()| {
+            shell::run(
+                Command::new("apt-get")
+                    .args(["-o", lock_wait, "install", "-y", "-q"])
+                    .arg("--no-install-recommends")
+                    .args(&missing)
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )
+        })
+        .with_context(|| format!("installing Debian packages; by hand: {by_hand}"))
 }
 
 fn dpkg_installed(package: &str) -> bool {
@@ -122,7 +151,12 @@ fn python_packages() -> Result<()> {
             "--quiet",
             "--disable-pip-version-check",
             requirement,
-        ]))?;
+        ]))
+        .with_context(|| {
+            format!(
+                "installing Python's {requirement}; by hand: python3 -m pip install {requirement}"
+            )
+        })?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use crate::{setup, shell};
 
 pub fn run(cargo_args: &[String]) -> Result<()> {
     setup::run()?;
-    if !running_as_root() {
+    if !shell::running_as_root() {
         eprintln!(
             "xtask: warning: not root; the kernel and namespace tests need root and will fail"
         );
@@ -20,8 +20,4 @@ pub fn run(cargo_args: &[String]) -> Result<()> {
             .args(["test", "--workspace"])
             .args(cargo_args),
     )
-}
-
-fn running_as_root() -> bool {
-    shell::output(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
 }
