@@ -26,7 +26,8 @@ pub use clock::MonoNanos;
 pub use conn_id::ConnectionId;
 pub use print::print_json_line;
 pub use probe::{
-    LoadedProbe, Probe, ProbeError, ProbeStats, ProbeStatsSource, TcpEvent, TcpFailureDetail,
+    LoadedProbe, Missing, Probe, ProbeError, ProbeStats, ProbeStatsSource, TcpEvent,
+    TcpFailureDetail,
 };
 pub use status::{FailureCode, Status};
 pub use tls::{ClientCertInfo, TlsOutcome};

@@ -11,7 +11,7 @@ use connlog_agent::config::Config;
 use connlog_agent::export::Exporter;
 use connlog_agent::join::{self, Distributions, JoinConfig, JoinStats};
 use connlog_agent::tls::{self, Terminator};
-use connlog_agent::{LoadedProbe, Probe, print_json_line};
+use connlog_agent::{LoadedProbe, Missing, Probe, print_json_line};
 use connlog_agent::{metrics, privileges};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -74,7 +74,11 @@ fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
-    privileges::drop_all().context("dropping privileges")?;
+    let dropped = match &probe {
+        Some(p) if p.needs_net_admin() => privileges::drop_all_but_net_admin(),
+        _ => privileges::drop_all(),
+    };
+    dropped.context("dropping privileges")?;
     // Read with the rights a SIGHUP reload has.
     let terminator = Arc::new(Terminator::load(&config.listeners).context("loading TLS files")?);
     raise_fd_limit();
@@ -131,7 +135,10 @@ async fn serve(
             .flat_map(|l| l.bind.iter().map(|&a| (a, l.distribution_id.clone()))),
     );
     let (join_tx, join_rx) = tokio::sync::mpsc::channel(OUTCOME_CHANNEL);
-    let join_cfg = JoinConfig::new(config.agent_id.clone(), probe.is_some(), distributions);
+    let mut join_cfg = JoinConfig::new(config.agent_id.clone(), probe.is_some(), distributions);
+    join_cfg.tuple_only = probe
+        .as_ref()
+        .is_some_and(|p| p.missing().contains(&Missing::SocketCookie));
     let join_stop = CancellationToken::new();
     let join_stats = Arc::new(JoinStats::default());
     let records = Arc::new(metrics::StatusCounts::default());

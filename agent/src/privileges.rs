@@ -41,6 +41,17 @@ pub enum PrivilegeError {
 /// (a tcx bpf link from a program fd), closing links on shutdown — and the
 /// listeners are bound before. `tests/tests/privileges.rs` checks this.
 pub fn drop_all() -> Result<(), PrivilegeError> {
+    drop_all_except(CapabilitySet::empty())
+}
+
+/// [`drop_all`], keeping only CAP_NET_ADMIN (effective and permitted): on
+/// kernels without tcx the probe attaches to interfaces that come up later,
+/// and detaches at exit, through netlink, which needs it.
+pub fn drop_all_but_net_admin() -> Result<(), PrivilegeError> {
+    drop_all_except(CapabilitySet::NET_ADMIN)
+}
+
+fn drop_all_except(kept: CapabilitySet) -> Result<(), PrivilegeError> {
     let threads = thread_count()?;
     if threads != 1 {
         return Err(PrivilegeError::Threads(threads));
@@ -57,8 +68,8 @@ pub fn drop_all() -> Result<(), PrivilegeError> {
         tracing::debug!("no CAP_SETPCAP: the capability bounding set is left as it is");
     }
     let want = CapabilitySets {
-        effective: CapabilitySet::empty(),
-        permitted: CapabilitySet::empty(),
+        effective: kept,
+        permitted: kept,
         inheritable: CapabilitySet::empty(),
     };
     rt::set_capabilities(None, want).map_err(call("setting capabilities"))?;
@@ -68,7 +79,7 @@ pub fn drop_all() -> Result<(), PrivilegeError> {
             (after.effective | after.permitted | after.inheritable).bits(),
         ));
     }
-    tracing::debug!("dropped every capability");
+    tracing::debug!(kept = ?kept, "dropped every other capability");
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 pub mod agent;
 mod bins;
 mod collector;
+pub mod kernel;
 mod netns;
 mod nssock;
 pub mod pki;

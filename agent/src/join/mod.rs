@@ -35,6 +35,9 @@ pub struct JoinConfig {
     pub capacity: usize,
     /// Listener addresses → distributionId, for kernel-only records.
     pub distributions: Distributions,
+    /// The kernel's events carry no socket cookie (tracing programs cannot
+    /// read it before Linux 5.12): join on the 4-tuple alone.
+    pub tuple_only: bool,
 }
 
 impl JoinConfig {
@@ -49,6 +52,7 @@ impl JoinConfig {
             kernel_ttl: Duration::from_secs(120),
             capacity: 65_536,
             distributions,
+            tuple_only: false,
         }
     }
 }
@@ -71,6 +75,7 @@ pub async fn run(
         kernel_ttl: cfg.kernel_ttl,
         capacity: cfg.capacity.max(1),
         distributions: cfg.distributions,
+        tuple_only: cfg.tuple_only,
     });
     let mut out = Vec::new();
     let (mut tcp_open, mut tls_open) = (true, true);

@@ -1,6 +1,9 @@
 //! The pending table: each half of an attempt waits here for the other,
 //! keyed by 4-tuple + socket cookie, so a reused client port (a new child
-//! socket, a new cookie) never merges with an earlier attempt.
+//! socket, a new cookie) never merges with an earlier attempt. On kernels
+//! whose programs cannot read the cookie, the key is the 4-tuple alone
+//! (`Settings::tuple_only`): each half leaves the table when it meets the
+//! other, so a reused port still starts a new entry.
 //!
 //! - TLS outcome + `Established` → one record with the kernel fields.
 //! - TLS outcome alone → emitted after `grace` with kernel fields empty.
@@ -55,6 +58,8 @@ pub(crate) struct Settings {
     pub(crate) capacity: usize,
     /// Listener addresses → distributionId, for kernel-only records.
     pub(crate) distributions: Distributions,
+    /// Kernel events carry cookie 0: TLS outcomes are keyed with 0 too.
+    pub(crate) tuple_only: bool,
 }
 
 pub(crate) struct Table {
@@ -149,7 +154,8 @@ impl Table {
         out: &mut Vec<ConnectionRecord>,
         stats: &JoinStats,
     ) {
-        let Some(cookie) = o.cookie else {
+        let cookie = if self.s.tuple_only { Some(0) } else { o.cookie };
+        let Some(cookie) = cookie else {
             // Without a cookie nothing can be joined safely.
             JoinStats::bump(&stats.tls_only);
             out.push(record::from_tls(o, &self.s.agent_id));
@@ -347,6 +353,7 @@ mod tests {
             kernel_ttl: Duration::from_secs(120),
             capacity: 16,
             distributions: Distributions::default(),
+            tuple_only: false,
         });
         let stats = JoinStats::default();
         let tuple = Tuple::new(

@@ -28,6 +28,10 @@ fn tuple(port: u16) -> Tuple {
 }
 
 fn start(capacity: usize) -> Harness {
+    start_with(capacity, false)
+}
+
+fn start_with(capacity: usize, tuple_only: bool) -> Harness {
     let (tcp_tx, tcp_rx) = mpsc::channel(16);
     let (tls_tx, tls_rx) = mpsc::channel(16);
     let out = Arc::new(Mutex::new(Vec::new()));
@@ -41,6 +45,7 @@ fn start(capacity: usize) -> Harness {
         )]),
     );
     cfg.capacity = capacity;
+    cfg.tuple_only = tuple_only;
     let sink = out.clone();
     let task = tokio::spawn(run(
         cfg,
@@ -450,5 +455,34 @@ async fn established_after_a_reported_timeout_adds_no_record() {
         assert_eq!(JoinStats::get(&stats.after_timeout), 1);
         assert_eq!(JoinStats::get(&stats.tls_only), 0);
         assert_eq!(JoinStats::get(&stats.joined), 0);
+    }
+}
+
+/// Kernels whose tracing programs cannot read socket cookies report 0: the
+/// halves join on the 4-tuple, in either order, and a reused port is a new
+/// attempt.
+#[tokio::test(start_paused = true)]
+async fn without_kernel_cookies_the_tuple_joins() {
+    for tls_first in [false, true] {
+        let h = start_with(16, true);
+        let tls = outcome(40009, 77, Status::Success, None);
+        if tls_first {
+            h.tls(tls).await;
+            h.tcp(established(40009, 0, 50, 1)).await;
+        } else {
+            h.tcp(established(40009, 0, 50, 1)).await;
+            h.tls(tls).await;
+        }
+        // The port again, later: its own record.
+        h.tcp(established(40009, 0, 70, 0)).await;
+        h.tls(outcome(40009, 78, Status::Success, None)).await;
+        advance(Duration::from_secs(200)).await;
+        settle().await;
+        let stats = h.stats.clone();
+        let recs = h.close().await;
+        assert_eq!(recs.len(), 2, "tls_first={tls_first}");
+        let retransmits: Vec<_> = recs.iter().map(|r| r.syn_ack_retransmits).collect();
+        assert_eq!(retransmits, [Some(1), Some(0)], "tls_first={tls_first}");
+        assert_eq!(stats.joined.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 }

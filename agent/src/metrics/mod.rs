@@ -15,7 +15,7 @@ pub use http::{Endpoint, bind};
 use crate::export::ExportStats;
 use crate::function::FunctionPool;
 use crate::join::JoinStats;
-use crate::probe::ProbeStatsSource;
+use crate::probe::{Missing, ProbeStatsSource};
 use crate::tls::TlsCounters;
 
 /// Records handed to the exporter, by `connectionStatus`.
@@ -87,6 +87,20 @@ pub fn render(s: &Sources) -> String {
              # TYPE connlog_probe_tracked gauge\nconnlog_probe_tracked {}",
             p.tracked
         );
+        let _ = writeln!(
+            out,
+            "# HELP connlog_probe_kernel_feature_missing 1 for each hook this kernel lacks \
+             (the probe uses a fallback, docs/kernels.md).\n\
+             # TYPE connlog_probe_kernel_feature_missing gauge"
+        );
+        for feature in Missing::ALL {
+            let missing = u8::from(probe.missing().contains(&feature));
+            let _ = writeln!(
+                out,
+                "connlog_probe_kernel_feature_missing{{feature=\"{}\"}} {missing}",
+                feature.name()
+            );
+        }
     }
     for (name, value) in s.tls.snapshot() {
         counter(&mut out, name, "TLS terminator counter.", value);

@@ -23,6 +23,7 @@ const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -219,6 +220,11 @@ impl Btf {
     }
 
     /// Every (value, name) of `enum name`.
+    /// Whether the kernel has a function of this name (BTF `FUNC`).
+    pub(crate) fn has_function(&self, name: &str) -> bool {
+        self.named(name, KIND_FUNC).is_some()
+    }
+
     pub(crate) fn enum_values(&self, name: &str) -> Result<Vec<(u64, String)>, BtfError> {
         let (id, kind) = self
             .named(name, KIND_ENUM)

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use connlog_common::{AttemptKey, FAMILY_V4, FAMILY_V6, RawEvent, kind};
+use connlog_common::{AttemptKey, FAMILY_V4, FAMILY_V6, NO_REASON, RawEvent, kind};
 
 use super::tracker::timeout;
 use crate::{FailureCode, MonoNanos, TcpEvent, TcpFailureDetail, Tuple};
@@ -56,12 +56,14 @@ pub(crate) fn event(ev: &RawEvent, rst_reasons: &HashMap<u32, String>) -> Option
         },
         kind::CLIENT_RST => failed(TcpFailureDetail::ClientRstInSynRecv),
         kind::LISTEN_OVERFLOW => failed(TcpFailureDetail::AcceptQueueOverflow),
-        kind::SERVER_RST => failed(TcpFailureDetail::ServerRst(
-            rst_reasons
-                .get(&ev.reason)
-                .cloned()
-                .unwrap_or_else(|| ev.reason.to_string()),
-        )),
+        kind::SERVER_RST => failed(TcpFailureDetail::ServerRst((ev.reason != NO_REASON).then(
+            || {
+                rst_reasons
+                    .get(&ev.reason)
+                    .cloned()
+                    .unwrap_or_else(|| ev.reason.to_string())
+            },
+        ))),
         kind::SUPERSEDED => timeout(tuple, ev.syn_at, ev.synacks, at),
         _ => return None,
     })
@@ -179,13 +181,20 @@ mod tests {
                 kind::SERVER_RST,
                 3,
                 FailureCode::TcpError,
-                TcpFailureDetail::ServerRst("TCP_RFC7323_PAWS".into()),
+                TcpFailureDetail::ServerRst(Some("TCP_RFC7323_PAWS".into())),
             ),
             (
                 kind::SERVER_RST,
                 99,
                 FailureCode::TcpError,
-                TcpFailureDetail::ServerRst("99".into()),
+                TcpFailureDetail::ServerRst(Some("99".into())),
+            ),
+            // A kernel whose tcp_send_reset has no reason.
+            (
+                kind::SERVER_RST,
+                NO_REASON,
+                FailureCode::TcpError,
+                TcpFailureDetail::ServerRst(None),
             ),
             (
                 kind::SUPERSEDED,

@@ -133,8 +133,9 @@ pub enum TcpFailureDetail {
     /// `syn-dropped`
     SynDropped,
     /// `server-rst:<reason>`, the kernel's `enum sk_rst_reason` name without
-    /// its `SK_RST_REASON_` prefix, e.g. `server-rst:NOT_SPECIFIED`.
-    ServerRst(String),
+    /// its `SK_RST_REASON_` prefix, e.g. `server-rst:NOT_SPECIFIED`;
+    /// `server-rst` alone on a kernel that gives no reason.
+    ServerRst(Option<String>),
 }
 
 impl fmt::Display for TcpFailureDetail {
@@ -144,7 +145,8 @@ impl fmt::Display for TcpFailureDetail {
             Self::AcceptQueueOverflow => f.write_str("accept-queue-overflow"),
             Self::SynAckUnanswered => f.write_str("syn-ack-unanswered"),
             Self::SynDropped => f.write_str("syn-dropped"),
-            Self::ServerRst(reason) => write!(f, "server-rst:{reason}"),
+            Self::ServerRst(Some(reason)) => write!(f, "server-rst:{reason}"),
+            Self::ServerRst(None) => f.write_str("server-rst"),
         }
     }
 }
@@ -197,9 +199,10 @@ mod tests {
         );
         assert_eq!(TcpFailureDetail::SynDropped.to_string(), "syn-dropped");
         assert_eq!(
-            TcpFailureDetail::ServerRst("NOT_SPECIFIED".into()).to_string(),
+            TcpFailureDetail::ServerRst(Some("NOT_SPECIFIED".into())).to_string(),
             "server-rst:NOT_SPECIFIED"
         );
+        assert_eq!(TcpFailureDetail::ServerRst(None).to_string(), "server-rst");
     }
 
     #[test]

@@ -5,27 +5,59 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::tc::SchedClassifierLinkId;
+use aya::programs::links::LinkOrder;
+use aya::programs::tc::{NlOptions, SchedClassifierLinkId, TcAttachOptions};
 use aya::programs::{BtfTracePoint, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use connlog_common::{Attempt, AttemptKey, names};
 
 use super::btf::Btf;
-use super::kernel::{self, KernelFacts};
-use super::{ProbeError, checks, link};
+use super::kernel::{self, Hooks, KernelFacts, KfreeSkb};
+use super::{ProbeError, checks, clsact, link};
 use crate::config::{BenchPrograms, ProbeConfig};
 
 /// The object built by `build.rs` (aya-build → OUT_DIR/connlog-ebpf).
 pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/connlog-ebpf"));
 
-/// tp_btf programs and the tracepoints they attach to.
-const TRACEPOINTS: [(&str, &str); 4] = [
-    ("connlog_set_state", "inet_sock_set_state"),
-    ("connlog_receive_reset", "tcp_receive_reset"),
-    ("connlog_send_reset", "tcp_send_reset"),
-    ("connlog_kfree_skb", "kfree_skb"),
-];
+/// tp_btf programs and the tracepoints they attach to: the variants this
+/// kernel's [`Hooks`] take.
+fn tracepoints(hooks: &Hooks) -> Vec<(&'static str, &'static str)> {
+    let pick =
+        |yes: bool, with: &'static str, without: &'static str| if yes { with } else { without };
+    let mut programs = vec![
+        (
+            pick(
+                hooks.cookies,
+                "connlog_set_state",
+                "connlog_set_state_no_cookie",
+            ),
+            "inet_sock_set_state",
+        ),
+        (
+            pick(
+                hooks.cookies,
+                "connlog_receive_reset",
+                "connlog_receive_reset_no_cookie",
+            ),
+            "tcp_receive_reset",
+        ),
+        (
+            pick(
+                hooks.rst_reason,
+                "connlog_send_reset",
+                "connlog_send_reset_no_reason",
+            ),
+            "tcp_send_reset",
+        ),
+    ];
+    match hooks.kfree_skb {
+        KfreeSkb::WithListener => programs.push(("connlog_kfree_skb", "kfree_skb")),
+        KfreeSkb::ReasonOnly => programs.push(("connlog_kfree_skb_no_rx_sk", "kfree_skb")),
+        KfreeSkb::NoReason => {}
+    }
+    programs
+}
 /// Empty programs on the same tracepoints (`benchmark = "empty"`, and
 /// next to the probe's with `"floors"`).
 const EMPTY_TRACEPOINTS: [(&str, &str); 4] = [
@@ -54,6 +86,8 @@ type TcPrograms = Vec<(&'static str, &'static [TcAttachType])>;
 pub(crate) struct Loaded {
     pub(crate) ebpf: Ebpf,
     tc: TcPrograms,
+    /// tcx links; else netlink filters on a clsact qdisc (`clsact`).
+    tcx: bool,
     /// Interfaces with the TC programs attached, by ifindex.
     attached: BTreeMap<u32, Attachment>,
 }
@@ -61,6 +95,8 @@ pub(crate) struct Loaded {
 struct Attachment {
     name: String,
     links: Vec<(&'static str, SchedClassifierLinkId)>,
+    /// The agent added the interface's clsact qdisc, and removes it.
+    added_clsact: bool,
 }
 
 /// Checks the host, then loads the object with this kernel's facts. The
@@ -156,12 +192,15 @@ pub(crate) fn load(
         name: "btf",
         reason: e.to_string(),
     })?;
-    let tracepoints: &[(&str, &str)] = match config.benchmark {
-        BenchPrograms::None => &TRACEPOINTS,
-        BenchPrograms::Floors => &[TRACEPOINTS, EMPTY_TRACEPOINTS].concat(),
-        BenchPrograms::Empty => &EMPTY_TRACEPOINTS,
+    let tracepoints = match config.benchmark {
+        BenchPrograms::None => tracepoints(&facts.hooks),
+        BenchPrograms::Floors => [tracepoints(&facts.hooks), EMPTY_TRACEPOINTS.to_vec()].concat(),
+        BenchPrograms::Empty => EMPTY_TRACEPOINTS.to_vec(),
     };
-    for &(program, tracepoint) in tracepoints {
+    for missing in facts.hooks.missing() {
+        tracing::warn!(feature = missing.name(), "probe: {}", missing.cost());
+    }
+    for &(program, tracepoint) in &tracepoints {
         let what = || format!("attaching {program} to tp_btf/{tracepoint}");
         let prog: &mut BtfTracePoint =
             program_mut(&mut ebpf, program)?
@@ -206,6 +245,7 @@ pub(crate) fn load(
     let mut loaded = Loaded {
         ebpf,
         tc,
+        tcx: facts.hooks.tcx,
         attached: BTreeMap::new(),
     };
     for iface in interfaces {
@@ -263,6 +303,12 @@ impl Loaded {
         let mut links = Vec::new();
         let mut failed = None;
         let ethernet = link::has_ethernet_header(iface);
+        let added_clsact = !self.tcx && self.prepare_netlink(iface)?;
+        let tcx = self.tcx;
+        let options = move || match tcx {
+            true => TcAttachOptions::TcxOrder(LinkOrder::default()),
+            false => TcAttachOptions::Netlink(NlOptions::default()),
+        };
         'programs: for &(program, dirs) in &self.tc {
             let program = if ethernet {
                 program
@@ -271,7 +317,7 @@ impl Loaded {
             };
             let prog = classifier(&mut self.ebpf, program, "attaching")?;
             for &dir in dirs {
-                match prog.attach(iface, dir) {
+                match prog.attach_with_options(iface, dir, options()) {
                     Ok(link) => links.push((program, link)),
                     Err(source) => {
                         failed = Some(ProbeError::Program {
@@ -283,30 +329,52 @@ impl Loaded {
                 }
             }
         }
+        let attachment = Attachment {
+            name: iface.to_owned(),
+            links,
+            added_clsact,
+        };
         if let Some(err) = failed {
-            self.detach_links(iface, links);
+            self.detach(index, attachment);
             return Err(err);
         }
-        self.attached.insert(
-            index,
-            Attachment {
-                name: iface.to_owned(),
-                links,
-            },
-        );
+        self.attached.insert(index, attachment);
         Ok(())
+    }
+
+    /// Netlink attach: no filter of ours left from an earlier run, and a
+    /// clsact qdisc. Whether the agent added the qdisc.
+    fn prepare_netlink(&self, iface: &str) -> Result<bool, ProbeError> {
+        let ours: Vec<&str> = self
+            .tc
+            .iter()
+            .map(|&(p, _)| p)
+            .chain([TC_INGRESS_L3, TC_EGRESS_L3])
+            .collect();
+        clsact::prepare(iface, &ours).map_err(|source| ProbeError::Program {
+            what: format!("adding a clsact qdisc to {iface}"),
+            source: source.into(),
+        })
     }
 
     /// Forgets the interface `index` (gone from the kernel, which already
     /// dropped its TC links): closes our link fds. Returns its name if it
     /// was attached.
     pub(crate) fn forget(&mut self, index: u32) -> Option<String> {
-        let Attachment { name, links } = self.attached.remove(&index)?;
-        self.detach_links(&name, links);
+        let attachment = self.attached.remove(&index)?;
+        let name = attachment.name.clone();
+        self.detach(index, attachment);
         Some(name)
     }
 
-    fn detach_links(&mut self, iface: &str, links: Vec<(&'static str, SchedClassifierLinkId)>) {
+    /// Detaches every program of one interface, and removes the clsact
+    /// qdisc if the agent added it.
+    fn detach(&mut self, index: u32, attachment: Attachment) {
+        let Attachment {
+            name: iface,
+            links,
+            added_clsact,
+        } = attachment;
         for (program, link) in links {
             let detached = classifier(&mut self.ebpf, program, "detaching").and_then(|prog| {
                 prog.detach(link).map_err(|source| ProbeError::Program {
@@ -317,6 +385,9 @@ impl Loaded {
             if let Err(e) = detached {
                 tracing::debug!(%iface, error = %e, "probe: detaching a TC link");
             }
+        }
+        if added_clsact && let Err(e) = clsact::remove(index) {
+            tracing::warn!(%iface, error = %e, "probe: removing the clsact qdisc it added");
         }
     }
 
@@ -334,6 +405,12 @@ impl Loaded {
         self.attached.values().map(|a| a.name.clone()).collect()
     }
 
+    /// Whether detaching and attaching later (interfaces that come up)
+    /// needs CAP_NET_ADMIN: netlink filters do, tcx links do not.
+    pub(crate) fn needs_net_admin(&self) -> bool {
+        !self.tcx
+    }
+
     pub(crate) fn take_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
         take_ring(&mut self.ebpf)
     }
@@ -341,6 +418,16 @@ impl Loaded {
     /// Sum over CPUs of the ring-full counter.
     pub(crate) fn ring_full(&self) -> u64 {
         ring_full(&self.ebpf)
+    }
+}
+
+/// Detaches everything, also after a start that failed halfway: netlink
+/// filters and a clsact qdisc the agent added would outlive it.
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        for (index, attachment) in std::mem::take(&mut self.attached) {
+            self.detach(index, attachment);
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 mod btf;
 mod checks;
 mod claims;
+mod clsact;
 mod decode;
 mod event;
 mod hotplug;
@@ -29,6 +30,7 @@ use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::mpsc;
 
 pub use event::{TcpEvent, TcpFailureDetail};
+pub use kernel::Missing;
 
 use crate::config::ProbeConfig;
 
@@ -36,6 +38,8 @@ use crate::config::ProbeConfig;
 pub enum ProbeError {
     #[error("missing capabilities {0}: run as root or grant them")]
     Capabilities(String),
+    #[error("kernel too old for the probe: {0}")]
+    TooOld(&'static str),
     #[error("kernel has no BTF ({path}); connlog needs CONFIG_DEBUG_INFO_BTF=y")]
     NoBtf {
         path: PathBuf,
@@ -120,6 +124,7 @@ pub struct LoadedProbe {
 /// program.
 pub struct Probe {
     loaded: Arc<Mutex<loader::Loaded>>,
+    missing: Arc<[Missing]>,
     counters: Arc<Counters>,
     reader: tokio::task::JoinHandle<()>,
     stop_sweeper: Arc<AtomicBool>,
@@ -175,12 +180,18 @@ impl Probe {
         self.stats_source().stats()
     }
 
+    /// What this kernel lacks (`docs/kernels.md`).
+    pub fn missing(&self) -> &[Missing] {
+        &self.missing
+    }
+
     /// A handle that reads the counters without keeping the probe
     /// attached (for metrics).
     pub fn stats_source(&self) -> ProbeStatsSource {
         ProbeStatsSource {
             loaded: Arc::downgrade(&self.loaded),
             counters: self.counters.clone(),
+            missing: self.missing.clone(),
         }
     }
 }
@@ -191,9 +202,15 @@ impl Probe {
 pub struct ProbeStatsSource {
     loaded: Weak<Mutex<loader::Loaded>>,
     counters: Arc<Counters>,
+    missing: Arc<[Missing]>,
 }
 
 impl ProbeStatsSource {
+    /// What this kernel lacks.
+    pub fn missing(&self) -> &[Missing] {
+        &self.missing
+    }
+
     pub fn stats(&self) -> ProbeStats {
         ProbeStats {
             ring_full: self.loaded.upgrade().map_or(0, |l| lock(&l).ring_full()),
@@ -209,6 +226,18 @@ impl ProbeStatsSource {
 }
 
 impl LoadedProbe {
+    /// Whether the running probe needs CAP_NET_ADMIN: on kernels without
+    /// tcx, attaching to an interface that comes up later and detaching at
+    /// exit go through netlink.
+    pub fn needs_net_admin(&self) -> bool {
+        self.loaded.needs_net_admin()
+    }
+
+    /// What this kernel lacks (`docs/kernels.md`).
+    pub fn missing(&self) -> Vec<Missing> {
+        self.facts.hooks.missing()
+    }
+
     /// Starts the ring-buffer reader (and the interface watcher) on the
     /// current tokio runtime. Events come out of the returned channel.
     pub fn start(self) -> (Probe, mpsc::Receiver<TcpEvent>) {
@@ -252,11 +281,13 @@ impl LoadedProbe {
             syn_timeout: u64::try_from(config.syn_timeout.as_nanos()).unwrap_or(u64::MAX),
         }));
         tracing::info!(interfaces = ?loaded.interfaces(), ports = ?ports, "probe attached");
+        let missing: Arc<[Missing]> = facts.hooks.missing().into();
         let loaded = Arc::new(Mutex::new(loaded));
         let hotplug = links.map(|socket| tokio::spawn(hotplug::run(socket, loaded.clone())));
         (
             Probe {
                 loaded,
+                missing,
                 counters,
                 reader,
                 stop_sweeper,

@@ -127,6 +127,7 @@ mod tests {
             closed_at: 0,
             isn: 7,
             synacks,
+            ..Attempt::default()
         }
     }
 

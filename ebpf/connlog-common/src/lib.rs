@@ -40,8 +40,9 @@ pub mod count {
 
 /// What a [`RawEvent`] reports. Stored as `u8` in [`RawEvent::kind`].
 pub mod kind {
-    /// tp_btf `kfree_skb`, reason NOT_SPECIFIED or TCP_RESET, `rx_sk` a
-    /// watched listener: the client reset a pending attempt (SYN_RECV).
+    /// tp_btf `kfree_skb` of an RST, reason NOT_SPECIFIED or TCP_RESET, for
+    /// a pending attempt (SYN_RECV): the client reset it (or, with
+    /// [`fallback::TC_CLIENT_RST`], TC ingress saw that RST).
     pub const CLIENT_RST: u8 = 3;
     /// tp_btf `inet_sock_set_state`: a child socket SYN_RECV → ESTABLISHED.
     pub const ESTABLISHED: u8 = 4;
@@ -51,12 +52,41 @@ pub mod kind {
     /// kernel's `enum sk_rst_reason`.
     pub const SERVER_RST: u8 = 6;
     /// tp_btf `kfree_skb` with reason `TCP_LISTEN_OVERFLOW` for a pending
-    /// attempt: its final ACK was dropped because the accept queue was full.
+    /// attempt: its final ACK was dropped because the accept queue was full
+    /// (or one of the [`fallback`]s that infer it).
     pub const LISTEN_OVERFLOW: u8 = 7;
     /// TC ingress: a SYN with a new ISN on the tuple of a pending attempt;
     /// the event describes the old attempt, which never completed.
     pub const SUPERSEDED: u8 = 8;
 }
+
+/// Where a kernel lacks the hook that decides an outcome, the programs
+/// decide it from another one. Bits of [`Globals::fallbacks`], chosen by
+/// the agent from the kernel's BTF.
+pub mod fallback {
+    /// `kfree_skb` has no drop reason (before Linux 5.17): an RST that TC
+    /// ingress sees for a pending attempt is the client's reset in SYN_RECV.
+    pub const TC_CLIENT_RST: u32 = 1;
+    /// No `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` (before Linux 6.13), but
+    /// drop reasons: the kernel drops a final ACK it cannot queue with
+    /// `NOT_SPECIFIED`, so such a drop of a pure ACK for a pending attempt
+    /// is an accept-queue overflow.
+    pub const DROP_OVERFLOW: u32 = 2;
+    /// No drop reason at all: an ACK that TC ingress saw for a pending
+    /// attempt, followed by a SYN-ACK the server sent again, is an
+    /// accept-queue overflow (the kernel dropped the ACK and keeps
+    /// retransmitting).
+    pub const TC_OVERFLOW: u32 = 4;
+}
+
+/// A drop reason no kernel uses: the value of a [`Globals`] reason the
+/// kernel does not have, and [`RawEvent::reason`] of a SERVER_RST when
+/// `tcp_send_reset` carries no reason.
+pub const NO_REASON: u32 = u32::MAX;
+
+/// [`Attempt::flags`] bit: TC ingress saw the client's ACK of the SYN-ACK
+/// (tracked only with [`fallback::TC_OVERFLOW`]).
+pub const ATTEMPT_ACKED: u32 = 1;
 
 /// `family` values.
 pub const FAMILY_V4: u8 = 4;
@@ -96,6 +126,9 @@ pub struct Attempt {
     pub isn: u32,
     /// SYN-ACKs the server sent for it (TC egress), first one included.
     pub synacks: u32,
+    /// [`ATTEMPT_ACKED`] or 0.
+    pub flags: u32,
+    pub _pad: u32,
 }
 
 /// One kernel observation, for the agent to turn into a `TcpEvent`.
@@ -114,7 +147,8 @@ pub struct RawEvent {
     pub _pad: [u8; 3],
     /// [`Attempt::synacks`] of the attempt.
     pub synacks: u32,
-    /// `enum sk_rst_reason` for SERVER_RST; else 0.
+    /// `enum sk_rst_reason` for SERVER_RST ([`NO_REASON`] where the kernel
+    /// gives none); else 0.
     pub reason: u32,
     pub _reserved: u32,
 }
@@ -141,16 +175,16 @@ pub struct Globals {
     pub skb_network_header: u32,
     /// `offsetof(struct sk_buff, transport_header)` (a `u16`).
     pub skb_transport_header: u32,
-    /// Value of `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`.
+    /// Value of `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` ([`NO_REASON`] where
+    /// the kernel has none).
     pub reason_listen_overflow: u32,
-    /// Value of `SKB_DROP_REASON_NOT_SPECIFIED`.
+    /// Value of `SKB_DROP_REASON_NOT_SPECIFIED` ([`NO_REASON`]: none).
     pub reason_not_specified: u32,
-    /// Value of `SKB_DROP_REASON_TCP_RESET`.
+    /// Value of `SKB_DROP_REASON_TCP_RESET` ([`NO_REASON`]: none).
     pub reason_tcp_reset: u32,
-    /// Index of `enum skb_drop_reason reason` in `kfree_skb`'s arguments.
-    pub kfree_skb_reason_arg: u32,
-    /// Index of `struct sock *rx_sk` in `kfree_skb`'s arguments.
-    pub kfree_skb_rx_sk_arg: u32,
+    /// The [`fallback`]s this kernel needs, or'ed together.
+    pub fallbacks: u32,
+    pub _reserved: u32,
     /// Wake the ring's reader each time the pending data crosses a
     /// multiple of this many bytes (the reader also drains on a timer).
     pub wakeup_bytes: u32,
@@ -162,7 +196,7 @@ pub struct Globals {
 
 // No implicit padding: the sizes are the sums of the fields.
 const _: () = assert!(core::mem::size_of::<AttemptKey>() == 16 + 16 + 2 + 2 + 1 + 3);
-const _: () = assert!(core::mem::size_of::<Attempt>() == 8 + 8 + 4 + 4);
+const _: () = assert!(core::mem::size_of::<Attempt>() == 8 + 8 + 4 + 4 + 4 + 4);
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 8 + 8 + 8 + 40 + 1 + 3 + 4 + 4 + 4);
 const _: () = assert!(core::mem::size_of::<Globals>() == 14 * 4 + 8);
 

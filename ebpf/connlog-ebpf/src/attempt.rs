@@ -4,53 +4,91 @@
 //! each. Timeouts are found by the agent, which sweeps the map.
 
 use aya_ebpf::bindings::BPF_NOEXIST;
-use connlog_common::{Attempt, AttemptKey, RawEvent, count, kind};
+use aya_ebpf::programs::TcContext;
+use connlog_common::{ATTEMPT_ACKED, Attempt, AttemptKey, RawEvent, count, fallback, kind};
 
 use crate::emit::{ATTEMPTS, emit, globals};
+use crate::owner;
 
 /// A SYN arrived (TC ingress). The same ISN again is a retransmission of a
 /// known attempt, pending or closed: nothing changes. A new ISN starts a new
 /// attempt; if the old one was still pending it is reported as superseded
 /// (past `syn_timeout`, the agent may have reported it already: it drops
 /// the second report, see the agent's `probe::claims`).
-/// No attempt is opened on a tuple a connected socket owns (`connected`,
-/// asked only then): the kernel answers such a SYN with a challenge ACK.
+/// No attempt is opened on a tuple a connected socket owns (a socket
+/// lookup, asked only then): the kernel answers such a SYN with a challenge
+/// ACK.
 #[inline(always)]
-pub(crate) fn syn(key: &AttemptKey, isn: u32, at: u64, connected: impl FnOnce() -> bool) {
+pub(crate) fn syn(ctx: &TcContext, key: &AttemptKey, isn: u32, at: u64) {
     let fresh = Attempt {
         syn_at: at,
         closed_at: 0,
         isn,
         synacks: 0,
+        flags: 0,
+        _pad: 0,
     };
-    if let Some(a) = ATTEMPTS.get_ptr_mut(key) {
-        // SAFETY: a pointer to a live map value; concurrent writers of one
-        // tuple are the packets of one flow, serialized in practice, and a
-        // torn value only skews one attempt's report.
-        let a = unsafe { &mut *a };
-        if a.isn == isn || connected() {
-            return;
-        }
-        if a.closed_at == 0 {
-            emit(&event(key, a, kind::SUPERSEDED, at));
-        }
-        *a = fresh;
+    let known = ATTEMPTS.get_ptr_mut(key);
+    // SAFETY: a pointer to a live map value; concurrent writers of one
+    // tuple are the packets of one flow, serialized in practice, and a
+    // torn value only skews one attempt's report.
+    if let Some(a) = known
+        && unsafe { (*a).isn } == isn
+    {
         return;
     }
-    if connected() {
+    // Called directly, not through a closure, so that it is inlined: a
+    // bpf-to-bpf call adds a stack frame, and older verifiers count frames,
+    // each rounded up to 32 bytes, against one 512-byte limit.
+    if owner::connected(ctx, key) {
         return;
     }
-    if ATTEMPTS.insert(key, fresh, BPF_NOEXIST.into()).is_ok() {
-        crate::emit::count(count::INSERTED);
+    match known {
+        Some(a) => {
+            // SAFETY: as above.
+            let a = unsafe { &mut *a };
+            if a.closed_at == 0 {
+                emit(&event(key, a, kind::SUPERSEDED, at));
+            }
+            *a = fresh;
+        }
+        None => {
+            if ATTEMPTS.insert(key, fresh, BPF_NOEXIST.into()).is_ok() {
+                crate::emit::count(count::INSERTED);
+            }
+        }
     }
 }
 
-/// A SYN-ACK left (TC egress).
+/// A SYN-ACK left (TC egress). With [`fallback::TC_OVERFLOW`], one sent
+/// again after the client's ACK arrived means the kernel dropped that ACK:
+/// the accept queue was full.
 #[inline(always)]
 pub(crate) fn synack(key: &AttemptKey) {
+    let Some(a) = ATTEMPTS.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: as in `syn`.
+    let acked = unsafe {
+        (*a).synacks = (*a).synacks.saturating_add(1);
+        (*a).flags & ATTEMPT_ACKED != 0
+    };
+    if acked && globals().fallbacks & fallback::TC_OVERFLOW != 0 {
+        fail(key, kind::LISTEN_OVERFLOW, crate::emit::now(), 0);
+    }
+}
+
+/// The client ACKed the SYN-ACK of a pending attempt (TC ingress, tracked
+/// only with [`fallback::TC_OVERFLOW`]).
+#[inline(always)]
+pub(crate) fn acked(key: &AttemptKey) {
     if let Some(a) = ATTEMPTS.get_ptr_mut(key) {
         // SAFETY: as in `syn`.
-        unsafe { (*a).synacks = (*a).synacks.saturating_add(1) };
+        unsafe {
+            if (*a).closed_at == 0 && (*a).synacks != 0 {
+                (*a).flags |= ATTEMPT_ACKED;
+            }
+        }
     }
 }
 

@@ -43,8 +43,8 @@ static GLOBALS: Globals = Globals {
     reason_listen_overflow: 0,
     reason_not_specified: 0,
     reason_tcp_reset: 0,
-    kfree_skb_reason_arg: 0,
-    kfree_skb_rx_sk_arg: 0,
+    fallbacks: 0,
+    _reserved: 0,
     wakeup_bytes: 0,
     syn_timeout_ns: 0,
 };

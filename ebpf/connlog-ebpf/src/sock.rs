@@ -13,16 +13,23 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_get_socket_cookie, bpf_probe_read_kernel};
 use aya_ebpf::macros::btf_tracepoint;
 use aya_ebpf::programs::BtfTracePointContext;
-use connlog_common::{AttemptKey, FAMILY_V4, FAMILY_V6, Globals, RawEvent, kind};
+use connlog_common::{
+    AttemptKey, FAMILY_V4, FAMILY_V6, Globals, NO_REASON, RawEvent, fallback, kind,
+};
 
 use crate::attempt;
 use crate::emit::{emit, globals, now, watched};
-use crate::packet::TCP_RST;
+use crate::packet::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_RECV: i32 = 3;
+const IPPROTO_TCP: u8 = 6;
+/// IPv6's next header may be an extension header before TCP: what is
+/// surely not TCP is left out.
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
 
 #[inline(always)]
 fn read<T>(base: *const u8, off: u32) -> Option<T> {
@@ -103,8 +110,13 @@ fn sock_key(sk: *const u8, g: &Globals) -> Option<AttemptKey> {
     Some(key)
 }
 
+/// The socket's cookie; 0 where tracing programs cannot ask for it (before
+/// Linux 5.12: the `_no_cookie` variants), and the agent joins on the tuple.
 #[inline(always)]
-fn cookie(sk: *const u8) -> u64 {
+fn cookie<const COOKIE: bool>(sk: *const u8) -> u64 {
+    if !COOKIE {
+        return 0;
+    }
     // SAFETY: `sk` is the tracepoint's BTF-typed socket argument, unmodified.
     unsafe { bpf_get_socket_cookie(sk as *mut c_void) }
 }
@@ -112,6 +124,16 @@ fn cookie(sk: *const u8) -> u64 {
 /// `inet_sock_set_state(sk, oldstate, newstate)`: a passive open completing.
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn connlog_set_state(ctx: BtfTracePointContext) -> i32 {
+    set_state::<true>(&ctx)
+}
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn connlog_set_state_no_cookie(ctx: BtfTracePointContext) -> i32 {
+    set_state::<false>(&ctx)
+}
+
+#[inline(always)]
+fn set_state<const COOKIE: bool>(ctx: &BtfTracePointContext) -> i32 {
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
     if old != TCP_SYN_RECV || new != TCP_ESTABLISHED {
@@ -119,7 +141,7 @@ pub fn connlog_set_state(ctx: BtfTracePointContext) -> i32 {
     }
     let sk: *const u8 = ctx.arg(0);
     if let Some(key) = sock_key(sk, globals()) {
-        attempt::established(&key, now(), cookie(sk));
+        attempt::established(&key, now(), cookie::<COOKIE>(sk));
     }
     0
 }
@@ -127,11 +149,21 @@ pub fn connlog_set_state(ctx: BtfTracePointContext) -> i32 {
 /// `tcp_receive_reset(sk)`: an RST accepted on a full socket.
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn connlog_receive_reset(ctx: BtfTracePointContext) -> i32 {
+    receive_reset::<true>(&ctx)
+}
+
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn connlog_receive_reset_no_cookie(ctx: BtfTracePointContext) -> i32 {
+    receive_reset::<false>(&ctx)
+}
+
+#[inline(always)]
+fn receive_reset<const COOKIE: bool>(ctx: &BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     if let Some(key) = sock_key(sk, globals()) {
         emit(&RawEvent {
             ts: now(),
-            cookie: cookie(sk),
+            cookie: cookie::<COOKIE>(sk),
             tuple: key,
             kind: kind::RECEIVE_RESET,
             ..RawEvent::default()
@@ -140,17 +172,27 @@ pub fn connlog_receive_reset(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// `tcp_send_reset(sk, skb, reason)`: the kernel sent an RST; reported if it
-/// ends a pending attempt. Without a socket there is no namespace to check,
-/// so those are skipped. With an incoming `skb` (the segment being answered)
-/// the tuple comes from it: `sk` may be the listener, whose remote end is
-/// unset.
+/// `tcp_send_reset(sk, skb, reason)` (Linux ≥ 6.10): the kernel sent an
+/// RST; reported if it ends a pending attempt. Without a socket there is no
+/// namespace to check, so those are skipped. With an incoming `skb` (the
+/// segment being answered) the tuple comes from it: `sk` may be the
+/// listener, whose remote end is unset.
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn connlog_send_reset(ctx: BtfTracePointContext) -> i32 {
+    send_reset(&ctx, ctx.arg(2))
+}
+
+/// `tcp_send_reset(sk, skb)` of older kernels: the same, without a reason.
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn connlog_send_reset_no_reason(ctx: BtfTracePointContext) -> i32 {
+    send_reset(&ctx, NO_REASON)
+}
+
+#[inline(always)]
+fn send_reset(ctx: &BtfTracePointContext, reason: u32) -> i32 {
     let g = globals();
     let sk: *const u8 = ctx.arg(0);
     let skb: *const u8 = ctx.arg(1);
-    let reason: u32 = ctx.arg(2);
     let key = if skb.is_null() {
         sock_key(sk, g)
     } else if ours(sk, g) {
@@ -164,58 +206,68 @@ pub fn connlog_send_reset(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// `kfree_skb(skb, location, reason, rx_sk)`, for segments a watched
-/// listener (`rx_sk`) dropped:
+/// `kfree_skb(skb, location, reason, rx_sk)` (Linux ≥ 6.12), for segments
+/// a watched listener (`rx_sk`) dropped:
 /// - reason `TCP_LISTEN_OVERFLOW`: the final ACK found the accept queue
 ///   full;
 /// - an RST with reason `NOT_SPECIFIED` (it matched a request socket and
 ///   reset it in `tcp_check_req`) or `TCP_RESET` (it reached the listener
-///   itself, e.g. after a syncookie SYN-ACK): the client reset the attempt.
+///   itself, e.g. after a syncookie SYN-ACK): the client reset the attempt;
+/// - with [`fallback::DROP_OVERFLOW`], a pure ACK with reason
+///   `NOT_SPECIFIED`: the final ACK found the accept queue full.
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn connlog_kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    kfree_skb(&ctx, ctx.arg(2), Some(ctx.arg(3)))
+}
+
+/// `kfree_skb(skb, location, reason)` (Linux 5.17 – 6.11): the same without
+/// the listener. The segment's port must be watched and its tuple that of a
+/// pending attempt, which only the TC programs of the agent's namespace
+/// open.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn connlog_kfree_skb_no_rx_sk(ctx: BtfTracePointContext) -> i32 {
+    kfree_skb(&ctx, ctx.arg(2), None)
+}
+
+/// Cheapest test first: the reason (constants), then the listener, then
+/// the segment.
+#[inline(always)]
+fn kfree_skb(ctx: &BtfTracePointContext, reason: u64, rx_sk: Option<*const u8>) -> i32 {
     let g = globals();
-    // Argument positions come from BTF (checked by the agent: reason at 2,
-    // rx_sk at 3 on Linux >= 6.12). Context reads must use constant offsets,
-    // so read both slots and pick.
-    let slot2: u64 = ctx.arg(2);
-    let slot3: u64 = ctx.arg(3);
-    let pick = |idx: u32| match idx {
-        2 => Some(slot2),
-        3 => Some(slot3),
-        _ => None,
-    };
-    let Some(reason) = pick(g.kfree_skb_reason_arg) else {
-        return 0;
-    };
-    let kind = if reason == u64::from(g.reason_listen_overflow) {
-        kind::LISTEN_OVERFLOW
-    } else if reason == u64::from(g.reason_not_specified) || reason == u64::from(g.reason_tcp_reset)
-    {
-        kind::CLIENT_RST
-    } else {
-        return 0;
-    };
-    if reason == 0 {
+    let not_specified = reason == u64::from(g.reason_not_specified);
+    let overflow = reason == u64::from(g.reason_listen_overflow);
+    if reason == 0 || !(overflow || not_specified || reason == u64::from(g.reason_tcp_reset)) {
         return 0;
     }
-    let Some(rx_sk) = pick(g.kfree_skb_rx_sk_arg) else {
-        return 0;
-    };
-    if !ours(rx_sk as *const u8, g) {
+    if let Some(rx_sk) = rx_sk
+        && !ours(rx_sk, g)
+    {
         return 0;
     }
     let skb: *const u8 = ctx.arg(0);
     let Some((key, flags)) = skb_segment(skb, g) else {
         return 0;
     };
-    if kind == kind::CLIENT_RST && flags & TCP_RST == 0 {
+    if rx_sk.is_none() && !watched(key.server_port) {
         return 0;
     }
+    let kind = if overflow {
+        kind::LISTEN_OVERFLOW
+    } else if flags & TCP_RST != 0 {
+        kind::CLIENT_RST
+    } else if not_specified
+        && g.fallbacks & fallback::DROP_OVERFLOW != 0
+        && flags & (TCP_SYN | TCP_ACK | TCP_FIN) == TCP_ACK
+    {
+        kind::LISTEN_OVERFLOW
+    } else {
+        return 0;
+    };
     attempt::fail(&key, kind, now(), 0);
     0
 }
 
-/// The tuple (source = client) and TCP flags of an incoming segment.
+/// The tuple (source = client) and TCP flags of an incoming TCP segment.
 #[inline(always)]
 fn skb_segment(skb: *const u8, g: &Globals) -> Option<(AttemptKey, u8)> {
     let head: *const u8 = read(skb, g.skb_head)?;
@@ -226,14 +278,14 @@ fn skb_segment(skb: *const u8, g: &Globals) -> Option<(AttemptKey, u8)> {
     let version: u8 = read(ip, 0)?;
     let mut key = AttemptKey::default();
     match version >> 4 {
-        4 => {
+        4 if read::<u8>(ip, 9)? == IPPROTO_TCP => {
             key.family = FAMILY_V4;
             let client: [u8; 4] = read(ip, 12)?;
             let server: [u8; 4] = read(ip, 16)?;
             key.client_addr[..4].copy_from_slice(&client);
             key.server_addr[..4].copy_from_slice(&server);
         }
-        6 => {
+        6 if !matches!(read::<u8>(ip, 6)?, IPPROTO_UDP | IPPROTO_ICMPV6) => {
             key.family = FAMILY_V6;
             key.client_addr = read(ip, 8)?;
             key.server_addr = read(ip, 24)?;

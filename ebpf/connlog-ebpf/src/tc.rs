@@ -15,9 +15,11 @@
 use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
 
-use crate::emit::{now, watched};
-use crate::packet::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, port, tcp_headers, tuple};
-use crate::{attempt, owner};
+use connlog_common::{fallback, kind};
+
+use crate::attempt;
+use crate::emit::{globals, now, watched};
+use crate::packet::{Headers, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, port, tcp_headers, tuple};
 
 /// `TC_ACT_UNSPEC`, tcx's `TCX_NEXT`.
 pub(crate) const NEXT: i32 = -1;
@@ -50,14 +52,44 @@ pub fn connlog_tc_egress_l3(ctx: TcContext) -> i32 {
 fn ingress<const ETH: bool>(ctx: &TcContext) -> Option<()> {
     let (data, end) = (ctx.data(), ctx.data_end());
     let h = tcp_headers::<ETH>(data, end)?;
-    if h.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) != TCP_SYN {
+    let flags = h.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN);
+    if flags != TCP_SYN {
+        // Only on kernels that need these fallbacks: the globals are
+        // constants to the verifier, which drops this branch elsewhere.
+        let fallbacks = globals().fallbacks;
+        if fallbacks & (fallback::TC_CLIENT_RST | fallback::TC_OVERFLOW) != 0 {
+            non_syn(ctx, h, flags, fallbacks);
+        }
         return None;
     }
     if !watched(port(data, end, h, true)?) {
         return None;
     }
     let (key, isn) = tuple(data, end, h, true)?;
-    attempt::syn(&key, isn, now(), || owner::connected(ctx, &key));
+    attempt::syn(ctx, &key, isn, now());
+    Some(())
+}
+
+/// Ingress segments other than SYNs, where the kernel has no hook that
+/// reports their effect ([`fallback`]): an RST for a pending attempt is the
+/// client's reset in SYN_RECV; a pure ACK marks the attempt as acknowledged.
+#[inline(always)]
+fn non_syn(ctx: &TcContext, h: Headers, flags: u8, fallbacks: u32) -> Option<()> {
+    let rst = flags & TCP_RST != 0 && fallbacks & fallback::TC_CLIENT_RST != 0;
+    let ack = flags == TCP_ACK && fallbacks & fallback::TC_OVERFLOW != 0;
+    if !(rst || ack) {
+        return None;
+    }
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if !watched(port(data, end, h, true)?) {
+        return None;
+    }
+    let (key, _) = tuple(data, end, h, true)?;
+    if rst {
+        attempt::fail(&key, kind::CLIENT_RST, now(), 0);
+    } else {
+        attempt::acked(&key);
+    }
     Some(())
 }
 
