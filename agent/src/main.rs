@@ -74,11 +74,8 @@ fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
-    let dropped = match &probe {
-        Some(p) if p.needs_net_admin() => privileges::drop_all_but_net_admin(),
-        _ => privileges::drop_all(),
-    };
-    dropped.context("dropping privileges")?;
+    let keep = probe.as_ref().map(LoadedProbe::keeps).unwrap_or_default();
+    privileges::drop_all_but(&keep).context("dropping privileges")?;
     // Read with the rights a SIGHUP reload has.
     let terminator = Arc::new(Terminator::load(&config.listeners).context("loading TLS files")?);
     raise_fd_limit();

@@ -41,14 +41,32 @@ pub enum PrivilegeError {
 /// (a tcx bpf link from a program fd), closing links on shutdown — and the
 /// listeners are bound before. `tests/tests/privileges.rs` checks this.
 pub fn drop_all() -> Result<(), PrivilegeError> {
-    drop_all_except(CapabilitySet::empty())
+    drop_all_but(&[])
 }
 
-/// [`drop_all`], keeping only CAP_NET_ADMIN (effective and permitted): on
-/// kernels without tcx the probe attaches to interfaces that come up later,
-/// and detaches at exit, through netlink, which needs it.
-pub fn drop_all_but_net_admin() -> Result<(), PrivilegeError> {
-    drop_all_except(CapabilitySet::NET_ADMIN)
+/// A capability the probe still needs after start on some kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Without tcx (before Linux 6.6) the TC programs are netlink filters:
+    /// attaching them to an interface that comes up later, and removing
+    /// them at exit, are netlink requests that need CAP_NET_ADMIN.
+    NetAdmin,
+    /// Before Linux 5.19, with `kernel.unprivileged_bpf_disabled` set,
+    /// every bpf() command needs CAP_BPF, reading a map through its fd
+    /// too (the sweeper's attempt table, the counters).
+    Bpf,
+}
+
+/// [`drop_all`], keeping `keep` (effective and permitted) and nothing else.
+pub fn drop_all_but(keep: &[Keep]) -> Result<(), PrivilegeError> {
+    let kept = keep
+        .iter()
+        .map(|k| match k {
+            Keep::NetAdmin => CapabilitySet::NET_ADMIN,
+            Keep::Bpf => CapabilitySet::BPF,
+        })
+        .fold(CapabilitySet::empty(), |all, c| all | c);
+    drop_all_except(kept)
 }
 
 fn drop_all_except(kept: CapabilitySet) -> Result<(), PrivilegeError> {

@@ -98,7 +98,8 @@ impl Agent {
             events,
             stderr: log,
         };
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let ready_within = crate::patient(Duration::from_secs(15));
+        let deadline = Instant::now() + ready_within;
         loop {
             if ready_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
                 return Ok(agent);
@@ -111,7 +112,7 @@ impl Agent {
                 );
             }
             if Instant::now() > deadline {
-                bail!("agent not ready after 15 s: {}", agent.stderr());
+                bail!("agent not ready after {ready_within:?}: {}", agent.stderr());
             }
         }
     }
@@ -119,7 +120,7 @@ impl Agent {
     /// The next printed TLS outcome (10 s timeout). Other printed events
     /// (the probe's kernel events) are skipped.
     pub fn event(&self) -> Result<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + crate::patient(Duration::from_secs(10));
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let ev = self
@@ -152,7 +153,7 @@ impl Agent {
 
     /// Waits until the log contains `needle` (10 s).
     pub fn wait_log(&self, needle: &str) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + crate::patient(Duration::from_secs(10));
         while Instant::now() < deadline {
             if self.stderr().contains(needle) {
                 return Ok(());

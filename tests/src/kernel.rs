@@ -43,9 +43,23 @@ impl Kernel {
         self.at_least(6, 10)
     }
 
+    /// `kfree_skb` has a drop reason (Linux ≥ 5.17): the probe attaches to
+    /// it.
+    pub fn drop_reason(&self) -> bool {
+        self.at_least(5, 17)
+    }
+
     /// TC programs attach as tcx links (Linux ≥ 6.6); else netlink filters.
     pub fn tcx(&self) -> bool {
         self.at_least(6, 6)
+    }
+
+    /// Every bpf() command needs CAP_BPF (before Linux 5.19, with
+    /// `kernel.unprivileged_bpf_disabled` set): the agent keeps it.
+    pub fn map_reads_need_cap_bpf(&self) -> bool {
+        let disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
+            .is_ok_and(|v| v.trim() != "0");
+        disabled && !self.at_least(5, 19)
     }
 
     /// The cookie a kernel event carries for a socket whose `SO_COOKIE` is

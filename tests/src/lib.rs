@@ -29,3 +29,16 @@ pub use netns::{Netns, Pair};
 pub use nssock::reset;
 pub use synth_proc::SynthProcess;
 pub use tempdir::TempDir;
+
+/// How long to wait for something that must happen: `wait` times
+/// `CONNLOG_TEST_PATIENCE` (default 1). The kernel matrix sets it for its
+/// VMs, which run under emulation several times slower than the host.
+/// Waits that check that nothing more happens are never stretched.
+pub fn patient(wait: std::time::Duration) -> std::time::Duration {
+    let factor = std::env::var("CONNLOG_TEST_PATIENCE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    wait * factor
+}

@@ -99,7 +99,7 @@ impl ProbeFixture {
     /// Exactly `n` events, waiting up to `within`; then checks that nothing
     /// else arrives for `quiet`.
     pub fn exactly(&self, n: usize, within: Duration, quiet: Duration) -> Result<Vec<Value>> {
-        let deadline = Instant::now() + within;
+        let deadline = Instant::now() + crate::patient(within);
         let mut out = Vec::new();
         while out.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use connlog_tests::agent::Agent;
+use connlog_tests::kernel::Kernel;
 use connlog_tests::pki::{self, Ca, LeafSpec, pem};
 use connlog_tests::tlsclient::{self, ClientSpec};
 use connlog_tests::tlsfixture::{client_refused, status};
@@ -46,14 +47,16 @@ fn threads(pid: u32) -> Result<Vec<(String, BTreeMap<String, String>)>> {
 
 /// Every thread holds no capability, can gain none, and the expected
 /// threads exist (so the check covered them).
-fn assert_unprivileged(agent: &Agent, expect_threads: &[&str]) -> Result<()> {
+/// Every thread holds no capability but `kept` (a capability mask).
+fn assert_unprivileged(agent: &Agent, kept: u64, expect_threads: &[&str]) -> Result<()> {
     let zero = "0000000000000000".to_string();
+    let kept = format!("{kept:016x}");
     let want: BTreeMap<String, String> = [
         ("CapAmb", &zero),
         ("CapBnd", &zero),
-        ("CapEff", &zero),
+        ("CapEff", &kept),
         ("CapInh", &zero),
-        ("CapPrm", &zero),
+        ("CapPrm", &kept),
         ("NoNewPrivs", &"1".to_string()),
     ]
     .into_iter()
@@ -157,8 +160,15 @@ fn probe_on_no_capability_left_and_new_interfaces_are_attached() -> Result<()> {
     let path = config(&dir, &root, "[probe]\nsyn_timeout = \"2s\"\n")?;
     let mut agent = Agent::start(Some(&server), &path)?;
     agent.wait_log("probe attached")?;
+    // Without tcx, TC programs attach (to interfaces that come up later)
+    // and detach through netlink, which needs CAP_NET_ADMIN (12); where
+    // every bpf() command needs CAP_BPF (39), reading the maps does.
+    let kernel = Kernel::current();
+    let kept =
+        (u64::from(!kernel.tcx()) << 12) | (u64::from(kernel.map_reads_need_cap_bpf()) << 39);
     assert_unprivileged(
         &agent,
+        kept,
         &["connlog-agent", "tokio-rt-worker", "connfn-", "probe-sweep"],
     )?;
     // Only loopback was up at start.
@@ -245,7 +255,11 @@ fn probe_off_no_capability_left_and_connections_served() -> Result<()> {
     let root = Ca::root("priv off root")?;
     let path = config(&dir, &root, "[probe]\nenabled = false\n")?;
     let agent = Agent::start(Some(&ns), &path)?;
-    assert_unprivileged(&agent, &["connlog-agent", "tokio-rt-worker", "connfn-"])?;
+    assert_unprivileged(
+        &agent,
+        false,
+        &["connlog-agent", "tokio-rt-worker", "connfn-"],
+    )?;
     let leaf = root.leaf(&LeafSpec::default())?;
     let tcp = ns.connect(format!("127.0.0.1:{PORT}").parse()?)?;
     let _tls = tlsclient::handshake(tcp, &ClientSpec::with_leaf(&leaf))?;

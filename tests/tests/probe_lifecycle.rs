@@ -1,6 +1,7 @@
-//! The probe's life: SIGTERM detaches every program and link (checked
-//! against the kernel with bpftool), a restart right after works, and a
-//! host that cannot run it gets one clear line.
+//! The probe's life: SIGTERM detaches every program, link, TC filter and
+//! qdisc it added (checked against the kernel with bpftool and tc), so does
+//! a start that fails after the probe attached, a restart right after
+//! works, and a host that cannot run it gets one clear line.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -9,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use connlog_tests::agent::Agent;
+use connlog_tests::kernel::Kernel;
 use connlog_tests::probefixture::{PORT, ProbeFixture};
-use connlog_tests::{TempDir, bin_path, pki};
+use connlog_tests::{Netns, Pair, TempDir, bin_path, pki};
 
 /// The BPF program and link ids a process holds open (from its fdinfo).
 fn bpf_ids(pid: u32) -> Result<(BTreeSet<u32>, BTreeSet<u32>)> {
@@ -44,19 +46,64 @@ fn bpftool_knows(kind: &str, id: u32) -> Result<bool> {
         .success())
 }
 
+/// The TC filters and the qdiscs other than the default ones on the
+/// namespace's interfaces (`tc`'s own words, one line each).
+fn tc_state(ns: &Netns, interfaces: &[&str]) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for dev in interfaces {
+        for argv in [
+            ["tc", "filter", "show", "dev", dev, "ingress"],
+            ["tc", "filter", "show", "dev", dev, "egress"],
+        ] {
+            let out = ns.exec(&argv)?;
+            lines.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+        let out = ns.exec(&["tc", "qdisc", "show", "dev", dev])?;
+        lines.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains("clsact"))
+                .map(str::to_owned),
+        );
+    }
+    Ok(lines)
+}
+
 #[test]
 fn sigterm_detaches_everything_and_a_restart_works() -> Result<()> {
+    let kernel = Kernel::current();
     let mut fx = ProbeFixture::start("pr-life", "3s", "")?;
+    let interfaces = ["lo", fx.pair.server_if.as_str()];
     let (progs, links) = bpf_ids(fx.agent.pid())?;
-    // 4 tp_btf + TC ingress + TC egress + their L3 variants (loaded for
-    // interfaces without an Ethernet header; none here); links: 4 tp_btf +
-    // 2 TC × (lo, veth).
-    assert_eq!((progs.len(), links.len()), (8, 8), "{progs:?} {links:?}");
+    // A tp_btf program and link per tracepoint (kfree_skb only where it
+    // has a drop reason) + TC ingress and egress and their L3 variants
+    // (loaded for interfaces without an Ethernet header; none here). TC
+    // links: 2 × (lo, veth) with tcx; netlink filters otherwise, on a
+    // clsact qdisc the agent added.
+    let tracepoints = if kernel.drop_reason() { 4 } else { 3 };
+    let tc_links = if kernel.tcx() { 4 } else { 0 };
+    assert_eq!(
+        (progs.len(), links.len()),
+        (tracepoints + 4, tracepoints + tc_links),
+        "{progs:?} {links:?}"
+    );
     for &id in &progs {
         assert!(bpftool_knows("prog", id)?, "prog {id} loaded");
     }
     for &id in &links {
         assert!(bpftool_knows("link", id)?, "link {id} attached");
+    }
+    let tc = tc_state(&fx.pair.server, &interfaces)?;
+    if kernel.tcx() {
+        assert!(tc.is_empty(), "tcx leaves no netlink filter: {tc:?}");
+    } else {
+        let filters = tc.iter().filter(|l| l.contains("connlog_tc_")).count();
+        let qdiscs = tc.iter().filter(|l| l.contains("clsact")).count();
+        assert_eq!((filters, qdiscs), (4, 2), "{tc:?}");
     }
 
     fx.agent.signal("TERM")?;
@@ -73,6 +120,9 @@ fn sigterm_detaches_everything_and_a_restart_works() -> Result<()> {
             }
         }
     }
+
+    let tc = tc_state(&fx.pair.server, &interfaces)?;
+    assert!(tc.is_empty(), "left after SIGTERM: {tc:?}");
 
     // A second start right after works and reports.
     fx.agent = Agent::start(Some(&fx.pair.server), &fx.config)?;
@@ -145,5 +195,29 @@ fn unknown_interface_is_one_clear_line() -> Result<()> {
         lines,
         ["connlog-agent: starting the kernel probe: interface nosuch0 does not exist"]
     );
+    Ok(())
+}
+
+/// A start that fails after the probe attached (here the metrics address
+/// is taken) leaves no program, filter or qdisc behind.
+#[test]
+fn a_failed_start_leaves_nothing_attached() -> Result<()> {
+    let pair = Pair::new("pr-half")?;
+    let busy = std::net::SocketAddr::new(pair.server_v4.into(), 9464);
+    let _taken = pair.server.listen(busy)?;
+    let netns = format!("--net={}", pair.server.path().display());
+    let (code, lines) = failing_start(
+        "pr-half",
+        &format!("[metrics]\nlisten = \"{busy}\"\n"),
+        &["nsenter", &netns, "--"],
+    )?;
+    assert_eq!(code, Some(1));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!("connlog-agent: binding metrics.listen {busy}")),
+        "{lines:?}"
+    );
+    let tc = tc_state(&pair.server, &["lo", &pair.server_if])?;
+    assert!(tc.is_empty(), "left after a failed start: {tc:?}");
     Ok(())
 }

@@ -308,8 +308,9 @@ fn reused_tuple_is_two_attempts() -> Result<()> {
         .collect();
     assert_eq!(kinds, ["established", "reset", "established", "reset"]);
     assert_ne!(cookies[0], cookies[1]);
-    assert_eq!(u64_of(&evs[0], "cookie"), cookies[0]);
-    assert_eq!(u64_of(&evs[2], "cookie"), cookies[1]);
+    let kernel = Kernel::current();
+    assert_eq!(u64_of(&evs[0], "cookie"), kernel.event_cookie(cookies[0]));
+    assert_eq!(u64_of(&evs[2], "cookie"), kernel.event_cookie(cookies[1]));
     let client = shown(std::net::SocketAddr::new(fx.pair.client_ip(false), 41000));
     assert!(evs.iter().all(|e| tuple(e).0 == client), "{evs:?}");
     assert!(u64_of(&evs[2], "syn_at") > u64_of(&evs[0], "established_at"));
@@ -393,4 +394,21 @@ fn syn_on_an_open_connection_is_no_attempt() -> Result<()> {
 #[test]
 fn syn_on_an_open_connection_v6_is_no_attempt() -> Result<()> {
     syn_on_an_open_connection("pr-dsyn6", true)
+}
+
+/// A SYN to a watched port where nothing listens: the kernel refuses it
+/// with an RST, reported as the server's reset (with the kernel's reason
+/// where it gives one), never as a timeout.
+#[test]
+fn syn_to_a_port_without_listener_is_server_rst() -> Result<()> {
+    let fx = ProbeFixture::start("pr-nolis", "3s", "")?;
+    let refused = fx.connect(false, PORT);
+    assert!(refused.is_err(), "no listener: refused");
+    let evs = fx.exactly(1, WITHIN, QUIET)?;
+    let ev = &evs[0];
+    assert_eq!(ev["event"], "failed", "{ev}");
+    assert_eq!(ev["code"], "TcpError");
+    assert_eq!(ev["detail"], Kernel::current().server_rst("NO_SOCKET"));
+    assert_eq!(tuple(ev).1, shown(fx.server_addr(false, PORT)));
+    Ok(())
 }

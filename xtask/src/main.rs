@@ -4,6 +4,7 @@
 mod bench;
 mod codegen;
 mod demo;
+mod kernels;
 mod setup;
 mod shell;
 mod test;
@@ -34,6 +35,11 @@ enum Task {
     /// Set up, build everything, and run every test (as root: tests load eBPF
     /// programs and create network namespaces).
     Test {
+        /// Run the kernel matrix's tests in a VM booting this Debian kernel
+        /// (5.10, 6.1, 6.12, or `all` for the three) instead of every test
+        /// on this machine's kernel.
+        #[arg(long)]
+        kernel: Option<String>,
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         cargo_args: Vec<String>,
@@ -47,7 +53,19 @@ fn main() {
         Task::Codegen => codegen::run(),
         Task::Demo => demo::run(),
         Task::Bench(b) => bench::run(b),
-        Task::Test { cargo_args } => test::run(&cargo_args),
+        Task::Test {
+            kernel: Some(line),
+            cargo_args,
+        } if cargo_args.is_empty() => test::kernels(&line),
+        Task::Test {
+            kernel: Some(_), ..
+        } => Err(anyhow::anyhow!(
+            "--kernel runs the kernel matrix's own tests; it takes no cargo arguments"
+        )),
+        Task::Test {
+            kernel: None,
+            cargo_args,
+        } => test::run(&cargo_args),
     };
     if let Err(err) = result {
         eprintln!("xtask: {err:#}");

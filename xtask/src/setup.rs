@@ -44,9 +44,17 @@ const PYTHON_PACKAGES: &[(&str, &str)] = &[
 pub fn run() -> Result<()> {
     ebpf_toolchain()?;
     bpf_linker()?;
-    debian_packages()?;
-    python_packages()?;
+    debian_packages(DEBIAN_PACKAGES)?;
+    python_packages(PYTHON_PACKAGES)?;
     Ok(())
+}
+
+/// What the kernel matrix needs: qemu, virtme-ng and what it runs in the
+/// VM (busybox for its init, kmod for modprobe), depmod for the kernel
+/// packages' modules.
+pub fn vm_tools() -> Result<()> {
+    debian_packages(&["qemu-system-x86", "kmod", "busybox-static"])?;
+    python_packages(&[("virtme_ng", "virtme-ng==1.42")])
 }
 
 /// The kernel programs' pinned nightly, from the file that names it.
@@ -105,8 +113,8 @@ fn bpf_linker() -> Result<()> {
         .with_context(|| format!("installing {package}; by hand: cargo install {package} --locked"))
 }
 
-fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+fn debian_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !dpkg_installed(p))
@@ -139,8 +147,8 @@ fn dpkg_installed(package: &str) -> bool {
         .is_some_and(|s| s.contains("install ok installed"))
 }
 
-fn python_packages() -> Result<()> {
-    for (module, requirement) in PYTHON_PACKAGES {
+fn python_packages(packages: &[(&str, &str)]) -> Result<()> {
+    for (module, requirement) in packages {
         if shell::succeeds(Command::new("python3").args(["-c", &format!("import {module}")])) {
             continue;
         }

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::{setup, shell};
+use crate::{kernels, setup, shell};
 
 pub fn run(cargo_args: &[String]) -> Result<()> {
     setup::run()?;
@@ -20,4 +20,26 @@ pub fn run(cargo_args: &[String]) -> Result<()> {
             .args(["test", "--workspace"])
             .args(cargo_args),
     )
+}
+
+/// `--kernel <line>`: the kernel matrix's tests in a VM per kernel, one
+/// after the other; every kernel runs even when one fails.
+pub fn kernels(line: &str) -> Result<()> {
+    let chosen: Vec<_> = match line {
+        "all" => kernels::KERNELS.iter().collect(),
+        line => vec![kernels::find(line)?],
+    };
+    let mut failed = Vec::new();
+    for kernel in chosen {
+        if let Err(e) = kernels::test(kernel) {
+            eprintln!("xtask: {e:#}");
+            failed.push(kernel.line);
+        }
+    }
+    anyhow::ensure!(
+        failed.is_empty(),
+        "the kernel matrix failed on Linux {}",
+        failed.join(", ")
+    );
+    Ok(())
 }

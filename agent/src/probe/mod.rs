@@ -33,6 +33,7 @@ pub use event::{TcpEvent, TcpFailureDetail};
 pub use kernel::Missing;
 
 use crate::config::ProbeConfig;
+use crate::privileges::Keep;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -226,11 +227,50 @@ impl ProbeStatsSource {
 }
 
 impl LoadedProbe {
-    /// Whether the running probe needs CAP_NET_ADMIN: on kernels without
-    /// tcx, attaching to an interface that comes up later and detaching at
-    /// exit go through netlink.
-    pub fn needs_net_admin(&self) -> bool {
-        self.loaded.needs_net_admin()
+    /// The capabilities the running probe needs on this kernel
+    /// ([`Keep`]): CAP_NET_ADMIN for netlink TC filters, CAP_BPF where
+    /// reading a map needs it.
+    pub fn keeps(&self) -> Vec<Keep> {
+        let mut keep = Vec::new();
+        if self.loaded.needs_net_admin() {
+            keep.push(Keep::NetAdmin);
+        }
+        if self.maps_need_cap_bpf() {
+            keep.push(Keep::Bpf);
+        }
+        keep
+    }
+
+    /// Whether reading the probe's maps needs CAP_BPF here (before Linux
+    /// 5.19 with `kernel.unprivileged_bpf_disabled` set, every bpf()
+    /// command does). Found out by trying: a child process drops every
+    /// capability and reads a counter through the inherited map fd.
+    fn maps_need_cap_bpf(&self) -> bool {
+        // SAFETY: the agent calls this before it starts any thread (it
+        // drops capabilities next, which requires that too), so the child
+        // is a copy of a single-threaded process; it makes two syscalls
+        // and leaves with _exit, running no destructor of the parent's.
+        match unsafe { libc::fork() } {
+            -1 => true,
+            0 => {
+                let none = rustix::thread::CapabilitySets {
+                    effective: rustix::thread::CapabilitySet::empty(),
+                    permitted: rustix::thread::CapabilitySet::empty(),
+                    inheritable: rustix::thread::CapabilitySet::empty(),
+                };
+                let read = rustix::thread::set_capabilities(None, none).is_ok()
+                    && self.counts.get(&0, 0).is_ok();
+                // SAFETY: ends the child at once; nothing of the parent's
+                // state is flushed or freed twice.
+                unsafe { libc::_exit(if read { 0 } else { 1 }) }
+            }
+            child => {
+                let mut status = 0;
+                // SAFETY: waits for the child just forked; `status` is ours.
+                let waited = unsafe { libc::waitpid(child, &mut status, 0) };
+                waited != child || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0
+            }
+        }
     }
 
     /// What this kernel lacks (`docs/kernels.md`).

@@ -173,10 +173,10 @@ fn receive_reset<const COOKIE: bool>(ctx: &BtfTracePointContext) -> i32 {
 }
 
 /// `tcp_send_reset(sk, skb, reason)` (Linux ≥ 6.10): the kernel sent an
-/// RST; reported if it ends a pending attempt. Without a socket there is no
-/// namespace to check, so those are skipped. With an incoming `skb` (the
+/// RST; reported if it ends a pending attempt. With an incoming `skb` (the
 /// segment being answered) the tuple comes from it: `sk` may be the
-/// listener, whose remote end is unset.
+/// listener, whose remote end is unset, or none at all (a SYN to a port
+/// where nothing listens).
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn connlog_send_reset(ctx: BtfTracePointContext) -> i32 {
     send_reset(&ctx, ctx.arg(2))
@@ -195,6 +195,13 @@ fn send_reset(ctx: &BtfTracePointContext, reason: u32) -> i32 {
     let skb: *const u8 = ctx.arg(1);
     let key = if skb.is_null() {
         sock_key(sk, g)
+    } else if sk.is_null() {
+        // No socket took the segment (nothing listens on its port): no
+        // namespace to check, but only the TC programs of the agent's
+        // namespace open the attempts `fail` looks for.
+        skb_segment(skb, g)
+            .map(|(key, _)| key)
+            .filter(|key| watched(key.server_port))
     } else if ours(sk, g) {
         skb_segment(skb, g).map(|(key, _)| key)
     } else {
