@@ -255,11 +255,7 @@ fn probe_off_no_capability_left_and_connections_served() -> Result<()> {
     let root = Ca::root("priv off root")?;
     let path = config(&dir, &root, "[probe]\nenabled = false\n")?;
     let agent = Agent::start(Some(&ns), &path)?;
-    assert_unprivileged(
-        &agent,
-        false,
-        &["connlog-agent", "tokio-rt-worker", "connfn-"],
-    )?;
+    assert_unprivileged(&agent, 0, &["connlog-agent", "tokio-rt-worker", "connfn-"])?;
     let leaf = root.leaf(&LeafSpec::default())?;
     let tcp = ns.connect(format!("127.0.0.1:{PORT}").parse()?)?;
     let _tls = tlsclient::handshake(tcp, &ClientSpec::with_leaf(&leaf))?;

@@ -23,33 +23,23 @@ pub(crate) static OBJECT: &[u8] =
 /// tp_btf programs and the tracepoints they attach to: the variants this
 /// kernel's [`Hooks`] take.
 fn tracepoints(hooks: &Hooks) -> Vec<(&'static str, &'static str)> {
-    let pick =
-        |yes: bool, with: &'static str, without: &'static str| if yes { with } else { without };
+    let (set_state, receive_reset) = if hooks.cookies {
+        ("connlog_set_state", "connlog_receive_reset")
+    } else {
+        (
+            "connlog_set_state_no_cookie",
+            "connlog_receive_reset_no_cookie",
+        )
+    };
+    let send_reset = if hooks.rst_reason {
+        "connlog_send_reset"
+    } else {
+        "connlog_send_reset_no_reason"
+    };
     let mut programs = vec![
-        (
-            pick(
-                hooks.cookies,
-                "connlog_set_state",
-                "connlog_set_state_no_cookie",
-            ),
-            "inet_sock_set_state",
-        ),
-        (
-            pick(
-                hooks.cookies,
-                "connlog_receive_reset",
-                "connlog_receive_reset_no_cookie",
-            ),
-            "tcp_receive_reset",
-        ),
-        (
-            pick(
-                hooks.rst_reason,
-                "connlog_send_reset",
-                "connlog_send_reset_no_reason",
-            ),
-            "tcp_send_reset",
-        ),
+        (set_state, "inet_sock_set_state"),
+        (receive_reset, "tcp_receive_reset"),
+        (send_reset, "tcp_send_reset"),
     ];
     match hooks.kfree_skb {
         KfreeSkb::WithListener => programs.push(("connlog_kfree_skb", "kfree_skb")),
@@ -58,6 +48,7 @@ fn tracepoints(hooks: &Hooks) -> Vec<(&'static str, &'static str)> {
     }
     programs
 }
+
 /// Empty programs on the same tracepoints (`benchmark = "empty"`, and
 /// next to the probe's with `"floors"`).
 const EMPTY_TRACEPOINTS: [(&str, &str); 4] = [

@@ -5,7 +5,8 @@
 //! writable, for the guest script and what it leaves: one log and one exit
 //! code per test executable, and a marker once everything ran. vng's own
 //! exit code says nothing about the script's (it is 255 on a host without
-//! udev), so the files are the only result.
+//! udev), so the files are the only result. The VM's console (kernel
+//! messages) goes to `console.log` beside them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,6 +40,7 @@ pub(crate) fn run_tests(k: &DebianKernel, image: &Path, runs: &[TestRun]) -> Res
     std::fs::write(&script, guest_script(&dir, runs)?)?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let started = std::time::Instant::now();
+    let console = std::fs::File::create(dir.join("console.log"))?;
     // The exit code is not the script's (see the module doc).
     let _ = shell::run(
         Command::new("timeout")
@@ -58,7 +60,8 @@ pub(crate) fn run_tests(k: &DebianKernel, image: &Path, runs: &[TestRun]) -> Res
             .arg(&dir)
             .arg("--")
             .arg(&script)
-            .stdout(std::process::Stdio::null()),
+            .stdout(console.try_clone()?)
+            .stderr(console),
     );
     println!(
         "xtask: Linux {} VM ran for {:.0} s",
