@@ -1,6 +1,7 @@
-//! TC classifiers (tcx links): SYNs at ingress open attempts, SYN-ACKs at
-//! egress are counted on them; neither writes to the ring (a superseded
-//! attempt aside). They never change the packet's fate: every path returns
+//! TC classifiers (tcx links, or netlink filters before Linux 6.6): SYNs at
+//! ingress open attempts, SYN-ACKs at egress are counted on them; neither
+//! writes to the ring (a superseded attempt, a server RST no tracepoint
+//! reported, and the [`fallback`]s aside). They never change the packet's fate: every path returns
 //! `TC_ACT_UNSPEC` (tcx "next"), so other programs on the interface still
 //! run.
 //!
@@ -15,7 +16,7 @@
 use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
 
-use connlog_common::{fallback, kind};
+use connlog_common::{NO_REASON, fallback, kind};
 
 use crate::attempt;
 use crate::emit::{globals, now, watched};
@@ -97,13 +98,21 @@ fn non_syn(ctx: &TcContext, h: Headers, flags: u8, fallbacks: u32) -> Option<()>
 fn egress<const ETH: bool>(ctx: &TcContext) -> Option<()> {
     let (data, end) = (ctx.data(), ctx.data_end());
     let h = tcp_headers::<ETH>(data, end)?;
-    if h.flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN | TCP_ACK {
+    let flags = h.flags & (TCP_SYN | TCP_ACK | TCP_RST);
+    if flags != TCP_SYN | TCP_ACK && flags & TCP_RST == 0 {
         return None;
     }
     if !watched(port(data, end, h, false)?) {
         return None;
     }
     let (key, _) = tuple(data, end, h, false)?;
-    attempt::synack(&key);
+    if flags & TCP_RST == 0 {
+        attempt::synack(&key);
+    } else {
+        // The server's RST for a pending attempt. `tcp_send_reset` reports
+        // it first, with the kernel's reason, wherever it fires; not for a
+        // SYN to a port without listener before Linux 6.10, so this does.
+        attempt::fail(&key, kind::SERVER_RST, now(), NO_REASON);
+    }
     Some(())
 }
