@@ -49,6 +49,16 @@ impl Kernel {
         self.at_least(5, 17)
     }
 
+    /// `kfree_skb` names the receiving socket (Linux ≥ 6.12).
+    pub fn drop_listener(&self) -> bool {
+        self.at_least(6, 12)
+    }
+
+    /// `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` exists (Linux ≥ 6.13).
+    pub fn listen_overflow_reason(&self) -> bool {
+        self.at_least(6, 13)
+    }
+
     /// TC programs attach as tcx links (Linux ≥ 6.6); else netlink filters.
     pub fn tcx(&self) -> bool {
         self.at_least(6, 6)

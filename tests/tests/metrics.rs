@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use connlog_tests::kernel::Kernel;
 use connlog_tests::pki::{Ca, LeafSpec};
 use connlog_tests::promtext;
 use connlog_tests::tlsclient::{self, ClientSpec};
@@ -77,6 +78,26 @@ fn counters_after_known_connections() -> Result<()> {
         2,
         "{m:?}"
     );
+    // What this kernel lacks, as docs/kernels.md says for its line.
+    let kernel = Kernel::current();
+    let missing = [
+        ("socket_cookie", !kernel.socket_cookie()),
+        ("rst_reason", !kernel.rst_reason()),
+        ("drop_reason", !kernel.drop_reason()),
+        (
+            "drop_listener",
+            kernel.drop_reason() && !kernel.drop_listener(),
+        ),
+        (
+            "listen_overflow_reason",
+            kernel.drop_reason() && !kernel.listen_overflow_reason(),
+        ),
+        ("tcx", !kernel.tcx()),
+    ];
+    for (feature, lacks) in missing {
+        let name = format!("connlog_probe_kernel_feature_missing{{feature=\"{feature}\"}}");
+        assert_eq!(m.get(&name), Some(&u64::from(lacks)), "{name}: {m:?}");
+    }
     // No connection function configured: no function counters.
     assert!(
         !m.keys().any(|k| k.starts_with("connlog_function_")),
