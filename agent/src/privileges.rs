@@ -1,8 +1,9 @@
 //! Giving up root: once the probe is attached and every listener is bound,
-//! the agent drops every capability (it needs none afterwards, see
-//! [`drop_all`] and `docs/privileges.md`), empties the bounding and ambient
-//! sets and sets `no_new_privs`, so neither a bug in the TLS or function
-//! code nor a program it could exec can use root's powers.
+//! the agent drops every capability (it needs none afterwards on kernels
+//! from 6.6, see [`drop_all`]; older ones need one or two, [`Keep`] and
+//! `docs/privileges.md`), empties the bounding and ambient sets and sets
+//! `no_new_privs`, so neither a bug in the TLS or function code nor a
+//! program it could exec can use root's powers.
 //!
 //! Capabilities are per thread and inherited by the threads a thread
 //! starts. [`drop_all`] therefore refuses to run while a second thread
@@ -34,12 +35,13 @@ pub enum PrivilegeError {
 /// the effective, permitted and inheritable sets, then reads them back.
 /// Must run while the calling thread is the only one.
 ///
-/// Nothing is kept: on Linux 6.18 everything the agent does after start
-/// works without a capability once the probe's programs are loaded and its
+/// Nothing is kept: from Linux 6.6 (tcx) everything the agent does after
+/// start works without a capability once the probe's programs are loaded and its
 /// maps open — reading the ring buffer (mapped at load) and per-CPU maps
 /// through their fds, attaching the loaded TC programs to a new interface
 /// (a tcx bpf link from a program fd), closing links on shutdown — and the
-/// listeners are bound before. `tests/tests/privileges.rs` checks this.
+/// listeners are bound before. `tests/tests/privileges.rs` checks this, on
+/// every kernel of the matrix.
 pub fn drop_all() -> Result<(), PrivilegeError> {
     drop_all_but(&[])
 }

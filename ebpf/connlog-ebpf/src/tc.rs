@@ -1,9 +1,9 @@
 //! TC classifiers (tcx links, or netlink filters before Linux 6.6): SYNs at
 //! ingress open attempts, SYN-ACKs at egress are counted on them; neither
 //! writes to the ring (a superseded attempt, a server RST no tracepoint
-//! reported, and the [`fallback`]s aside). They never change the packet's fate: every path returns
-//! `TC_ACT_UNSPEC` (tcx "next"), so other programs on the interface still
-//! run.
+//! reported, and the [`fallback`]s aside). They never change the packet's
+//! fate: every path returns `TC_ACT_UNSPEC` (tcx "next"), so other programs
+//! on the interface still run.
 //!
 //! Fast path: parse to the TCP flags with direct packet access and return
 //! unless they are those of a SYN (ingress) or SYN-ACK (egress); only then
