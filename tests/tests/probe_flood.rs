@@ -63,6 +63,10 @@ fn flood(fx: &ProbeFixture, count: u32, interval: &str, drop_rsts: bool) -> Resu
 #[test]
 fn syn_flood_is_bounded_and_counted() -> Result<()> {
     let mut fx = ProbeFixture::start("pr-flood", "60s", &format!("max_pending = {MAX_PENDING}\n"))?;
+    // A listener: every SYN gets a SYN-ACK (from a syncookie once the SYN
+    // queue is full) and stays a pending attempt; without one the kernel
+    // would refuse each SYN with an RST, a server-rst record each.
+    let _listener = fx.listen(false, PORT)?;
     let before = fx.agent.rss_kib()?;
     flood(&fx, SYNS, "u40", true)?;
     // Two sweeps (every 500 ms with this syn_timeout) after the last SYN.
