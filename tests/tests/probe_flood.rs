@@ -23,14 +23,17 @@ fn stat(log: &str, name: &str) -> Result<u64> {
 /// Floods `count` SYNs (hping3, `interval` between them) from the client
 /// namespace. Without a socket the client kernel resets every SYN-ACK,
 /// which closes the attempt (one `client-rst-in-syn-recv` each) unless
-/// `drop_rsts` drops those RSTs.
-fn flood(fx: &ProbeFixture, count: u32, interval: &str, drop_rsts: bool) -> Result<()> {
-    if drop_rsts {
+/// `unanswered`: then the client namespace drops what the server sends
+/// (so neither the client kernel nor hping3 answers or counts it).
+fn flood(fx: &ProbeFixture, count: u32, interval: &str, unanswered: bool) -> Result<()> {
+    if unanswered {
         fx.pair.client.exec(&[
             "nft",
-            "add table inet fl; \
-             add chain inet fl out { type filter hook output priority 0; }; \
-             add rule inet fl out tcp flags & rst == rst drop",
+            &format!(
+                "add table inet fl; \
+                 add chain inet fl in {{ type filter hook input priority 0; }}; \
+                 add rule inet fl in tcp sport {PORT} drop"
+            ),
         ])?;
     }
     let server = fx.pair.server_v4.to_string();
