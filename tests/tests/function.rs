@@ -1,4 +1,4 @@
-//! Connection functions end to end (SPEC.md section 5, issue 5): the real
+//! Connection functions end to end (SPEC.md section 5): the real
 //! agent in a network namespace with `[listener.connection_function]`,
 //! real TLS clients (rustls, and openssl s_client as an independent peer),
 //! exact statuses, custom data and error details from the agent's events.
@@ -413,7 +413,7 @@ except ssl.SSLError as e:
     print('alert ' + str(e.reason))
 "#;
 
-/// What a denied client sees (issue 5, point 3): the function runs once
+/// What a denied client sees: the function runs once
 /// rustls finished the handshake, when rustls 0.23 can no longer send an
 /// alert, so a deny is a completed handshake followed by `close_notify`.
 #[test]

@@ -1,4 +1,4 @@
-//! Connection functions through the whole pipeline (issue 5): agent →
+//! Connection functions through the whole pipeline: agent →
 //! joiner → exporter → gRPC → collector → JSON file. A revoked client's
 //! record says `Failed:ConnectionFunctionDenied` with `REVOKED:<serial>`,
 //! an unrevoked one `Success` with its custom data, a throwing function

@@ -1,5 +1,5 @@
 //! `[export]`: shipping records to a collector (native gRPC) or to any
-//! OTLP/gRPC endpoint. Owned by the pipeline work (issue 4).
+//! OTLP/gRPC endpoint.
 
 use std::path::PathBuf;
 use std::time::Duration;

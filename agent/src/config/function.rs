@@ -1,4 +1,4 @@
-//! `[listener.connection_function]` (issue 5): the listener's JavaScript
+//! `[listener.connection_function]`: the listener's JavaScript
 //! connection function and its optional key-value store, both read and
 //! validated here (sizes, JSON shape, syntax, `connectionHandler`), so a
 //! broken file is refused at load — and at reload, keeping the old one.

@@ -1,5 +1,6 @@
-//! `[[listener]]`: one mTLS listener ("distribution"). Owned by the TLS
-//! terminator work (issue 3); `[listener.connection_function]` by issue 5.
+//! `[[listener]]`: one mTLS listener ("distribution"), read and validated
+//! for the TLS terminator; its `[listener.connection_function]` is read in
+//! `config/function.rs`.
 //!
 //! ```toml
 //! [[listener]]

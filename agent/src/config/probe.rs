@@ -1,4 +1,4 @@
-//! `[probe]`: the kernel TCP probe (issue 2).
+//! `[probe]`: the kernel TCP probe.
 //!
 //! ```toml
 //! [probe]

@@ -64,7 +64,7 @@ pub enum GateVerdict {
 pub type GateFuture<'a> = Pin<Box<dyn Future<Output = GateVerdict> + Send + 'a>>;
 
 /// Decides whether an authenticated connection may proceed. Implemented by
-/// the connection-function engine (issue 5); the terminator enforces its
+/// the connection-function engine; the terminator enforces its
 /// own time limit around the call only as a backstop.
 pub trait ConnectionGate: Send + Sync + std::fmt::Debug {
     fn decide<'a>(&'a self, input: &'a GateInput<'a>) -> GateFuture<'a>;

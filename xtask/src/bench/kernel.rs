@@ -291,7 +291,8 @@ fn program_name(id: u64) -> Result<String> {
     Ok(v["name"].as_str().unwrap_or("?").to_string())
 }
 
-/// The connect rate must stay within this share of detached (issue 2).
+/// The connect rate with the probe attached must stay within this share
+/// (percent) of the detached rate.
 const RATE_GOAL: f64 = 97.0;
 
 fn print_table(rates: &Rates, programs: &Phases) {

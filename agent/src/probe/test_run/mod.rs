@@ -1,4 +1,4 @@
-//! Test 9: the TC programs under `BPF_PROG_TEST_RUN` with crafted frames,
+//! The TC programs under `BPF_PROG_TEST_RUN` with crafted frames,
 //! asserting exactly what they leave in the kernel's attempt table and the
 //! ring. Needs root (loads the real object); nothing is attached, so nothing
 //! else sees the programs or their maps.
